@@ -1,0 +1,80 @@
+"""The adapter bundle: what a trained finsent model is on disk, and how to run it.
+
+models/adapter/
+  adapter_model.safetensors + adapter_config.json   (PEFT methods; the head is inside)
+  head.safetensors                                  (head_only)
+  tokenizer/                                        tokenizer files
+  finsent_model.json                                method, labels, max_length, base identity
+No copy of the base weights: they are found again from the identity and checked by sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from finsent.base_model import verified_base_path
+from finsent.train.methods import HEAD_MODULES, load_base_classifier
+
+META_FILE = "finsent_model.json"
+HEAD_FILE = "head.safetensors"
+
+
+def save_bundle(model, tokenizer_dir: Path, meta: dict, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    if meta["method"] == "head_only":
+        from safetensors.torch import save_file
+
+        head = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+                if k.split(".")[0] in HEAD_MODULES}
+        save_file(head, str(out_dir / HEAD_FILE))
+    else:
+        model.save_pretrained(str(out_dir))
+    shutil.copytree(tokenizer_dir, out_dir / "tokenizer")
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def read_meta(bundle_dir: Path) -> dict:
+    return json.loads((Path(bundle_dir) / META_FILE).read_text())
+
+
+def load_bundle(bundle_dir: Path):
+    """-> (model in eval mode, tokenizer, meta); raises FinsentError if the base weights differ."""
+    from finsent.features import load_tokenizer
+
+    bundle_dir = Path(bundle_dir)
+    meta = read_meta(bundle_dir)
+    model = load_base_classifier(verified_base_path(meta["base_model"]), meta["labels"])
+    if meta["method"] == "head_only":
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(bundle_dir / HEAD_FILE)), strict=False)
+    else:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(bundle_dir))
+    model.eval()
+    return model, load_tokenizer(bundle_dir / "tokenizer"), meta
+
+
+def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64,
+                  progress: bool = False, device: str = "cpu") -> np.ndarray:
+    """Class probabilities, shape (len(texts), n_labels). Batches are sorted by length to pad less."""
+    import torch
+    from tqdm.auto import tqdm
+
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    probabilities = np.zeros((len(texts), model.config.num_labels), dtype=np.float64)
+    batches = [order[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress, leave=False):
+            encoded = tokenizer([texts[i] for i in batch], truncation=True, max_length=max_length,
+                                padding=True, return_tensors="pt").to(device)
+            logits = model(**encoded).logits.float()
+            probabilities[batch] = torch.softmax(logits, dim=-1).cpu().numpy()
+    return probabilities

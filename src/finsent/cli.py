@@ -1,0 +1,123 @@
+"""`finsent ...`: parses arguments and calls the stage functions; no logic of its own.
+
+Expected failures (FinsentError) print one line and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from finsent.errors import FinsentError
+from finsent.runtime import apply_defaults, project_root, quiet_libraries
+
+ERROR_FILE_ENV = "FINSENT_ERROR_FILE"  # set by the flow: a stage writes its one-line error there
+
+
+def _params(args):
+    from finsent.config import load_params
+
+    return load_params(args.params)
+
+
+def cmd_stage(args) -> None:
+    params = _params(args)
+    path = Path
+    if args.stage == "ingest":
+        from finsent.data.ingest import ingest
+
+        result = ingest(path(args.source or params.data.path), params.data, params.labels, path(args.out))
+    elif args.stage == "validate":
+        from finsent.data.validate import validate
+
+        report = validate(path(args.input), params.labels, params.validation, path(args.out),
+                          path(args.quarantine), path(args.report))
+        result = {"accounting": report["accounting"], "label_counts": report["label_counts"]}
+    elif args.stage == "split":
+        from finsent.data.split import split
+
+        result = split(path(args.input), params.split, path(args.out))
+    elif args.stage == "tokenize":
+        from finsent.features import tokenize
+
+        result = tokenize(path(args.input), params.labels, params.model, path(args.out))
+    elif args.stage == "train":
+        from finsent.train.fit import fit
+
+        summary = fit(path(args.input), params, path(args.out), path(args.report))
+        result = {k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "trainable_params", "trainable_pct",
+                                          "adapter_bytes", "device")}
+    else:
+        from finsent.evaluate.metrics import evaluate
+
+        metrics = evaluate(path(args.input), path(args.test), params.eval.batch_size, path(args.out))
+        result = {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1")}
+    print(f"{args.stage}: {json.dumps(result, default=str)}")
+
+
+def cmd_run(args) -> None:
+    from finsent.run import run
+
+    run(project_root(), data=args.data, data_format=args.format)
+
+
+def cmd_predict(args) -> None:
+    from finsent.serving import predict_texts
+
+    frame = predict_texts(args.text, args.model)
+    for row in frame.to_dict("records"):
+        probabilities = "  ".join(f"{k[5:]} {v:.3f}" for k, v in row.items() if k.startswith("prob_"))
+        print(f"{row['label']:<9} {probabilities}   {row['text']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finsent", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the training flow: stages, gate, register, promote, push")
+    run.add_argument("--data", help="train on this file instead of data.path (written to params.yaml)")
+    run.add_argument("--format", help="format of --data: csv, tsv, jsonl, parquet, phrasebank (default: detect)")
+    run.set_defaults(func=cmd_run)
+
+    stage = commands.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
+    stage.add_argument("stage", choices=["ingest", "validate", "split", "tokenize", "train", "evaluate"])
+    stage.add_argument("--source", help="ingest: source file (default: data.path)")
+    stage.add_argument("--input", help="the stage's input file or folder")
+    stage.add_argument("--test", help="evaluate: the test split")
+    stage.add_argument("--out", required=True, help="the stage's main output")
+    stage.add_argument("--quarantine", help="validate: quarantine file")
+    stage.add_argument("--report", help="validate/train: report file")
+    stage.set_defaults(func=cmd_stage)
+
+    predict = commands.add_parser("predict", help="label finance text with a registered model")
+    predict.add_argument("text", nargs="+", help="one or more sentences")
+    predict.add_argument("--model", help="model URI (default: models:/<registry.model_name>@champion)")
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_defaults(project_root())
+    quiet_libraries()
+    try:
+        args.func(args)
+    except FinsentError as exc:
+        message = str(exc)
+        if os.environ.get(ERROR_FILE_ENV):  # the flow reports it, once
+            Path(os.environ[ERROR_FILE_ENV]).write_text(message)
+        else:
+            print(f"finsent: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("finsent: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Validate stage: Great Expectations suites, quarantine and the row accounting.
+
+Row-level expectations (text present, length within bounds, label in the label set) decide
+per row: failing rows go to the quarantine file with the failed expectation(s) as the reason,
+and do not fail the run. Dataset-level expectations (columns, minimum rows) run on the accepted
+rows and fail the stage with the expectation and the observed value.
+Invariant, checked every run: rows_read = accepted + quarantined + duplicates_merged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from finsent.config import ValidationParams
+from finsent.data.ingest import CANONICAL_COLUMNS
+from finsent.errors import FinsentError
+
+_ROW = "_row"  # positional row key handed to GX so it can name the failing rows
+
+
+def _row_expectations(labels: list[str], params: ValidationParams) -> list:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="text"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=params.min_text_chars,
+                                                max_value=params.max_text_chars),
+        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)),
+    ]
+
+
+def _dataset_expectations(params: ValidationParams) -> list:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectTableColumnsToMatchSet(column_set=CANONICAL_COLUMNS, exact_match=False),
+        gxe.ExpectTableRowCountToBeBetween(min_value=params.min_rows),
+    ]
+
+
+def run_suite(frame: pd.DataFrame, name: str, expectations: list) -> dict:
+    """Validate ``frame`` with a GX 1.x suite; return the result as a JSON-able dict."""
+    import great_expectations as gx
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas(name=f"{name}_source")
+    batch_definition = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE",
+                                                 "unexpected_index_column_names": [_ROW]})
+    return result.to_json_dict()
+
+
+def _failed_rows(result: dict) -> dict[int, list[str]]:
+    """Row position -> names of the row-level expectations it failed."""
+    reasons: dict[int, list[str]] = {}
+    for check in result["results"]:
+        if check["success"]:
+            continue
+        config = check["expectation_config"]
+        label = f"{config['type']}({config['kwargs'].get('column', '')})"
+        for entry in check["result"].get("unexpected_index_list") or []:
+            reasons.setdefault(int(entry[_ROW]), []).append(label)
+    return reasons
+
+
+def _summarise(result: dict) -> list[dict]:
+    return [{"expectation": c["expectation_config"]["type"],
+             "column": c["expectation_config"]["kwargs"].get("column"),
+             "success": c["success"],
+             "observed": c["result"].get("observed_value", c["result"].get("unexpected_count"))}
+            for c in result["results"]]
+
+
+def validate(ingested: Path, labels: list[str], params: ValidationParams,
+             accepted_out: Path, quarantine_out: Path, report_out: Path) -> dict:
+    frame = pd.read_parquet(ingested).reset_index(drop=True)
+    rows_read = len(frame)
+    checked = frame.assign(**{_ROW: range(rows_read)})
+    row_result = run_suite(checked, "finsent_rows", _row_expectations(labels, params))
+    reasons = _failed_rows(row_result)
+    bad = checked[_ROW].isin(reasons)
+    quarantined = frame[bad].assign(reason=[", ".join(reasons[i]) for i in checked.loc[bad, _ROW]])
+    passed = frame[~bad]
+
+    # Same text, different labels: the truth is unknown, so quarantine every copy rather than guess.
+    label_sets = passed.groupby("id")["label"].nunique()
+    conflicting = passed["id"].isin(label_sets[label_sets > 1].index)
+    quarantined = pd.concat([quarantined, passed[conflicting].assign(reason="conflicting_labels_for_same_text")])
+    passed = passed[~conflicting]
+    accepted = passed.drop_duplicates(subset=["id"], keep="first")
+    duplicates_merged = len(passed) - len(accepted)
+
+    accounting = {"rows_read": rows_read, "rows_accepted": len(accepted), "rows_quarantined": len(quarantined),
+                  "duplicates_merged": duplicates_merged}
+    if rows_read != len(accepted) + len(quarantined) + duplicates_merged:  # pragma: no cover - invariant guard
+        raise FinsentError(f"row accounting broken: {accounting}")
+
+    dataset_result = run_suite(accepted.reset_index(drop=True), "finsent_dataset", _dataset_expectations(params))
+    report = {"success": bool(dataset_result["success"]), "accounting": accounting,
+              "label_counts": {k: int(v) for k, v in accepted["label"].value_counts().sort_index().items()},
+              "row_checks": _summarise(row_result), "dataset_checks": _summarise(dataset_result),
+              "gx": {"rows": row_result, "dataset": dataset_result}}
+    for path in (accepted_out, quarantine_out, report_out):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    report_out.write_text(json.dumps(report, indent=2, default=str))
+    quarantined.to_parquet(quarantine_out, index=False)
+    if not report["success"]:
+        failed = next(c for c in report["dataset_checks"] if not c["success"])
+        raise FinsentError(f"dataset check {failed['expectation']} failed (observed {failed['observed']}; "
+                           f"{accounting['rows_accepted']} rows accepted, {accounting['rows_quarantined']} quarantined "
+                           f"-> {quarantine_out})")
+    accepted.to_parquet(accepted_out, index=False)
+    return report

@@ -1,0 +1,16 @@
+"""User-facing errors: one line that says what was wrong and what to do."""
+
+
+class FinsentError(Exception):
+    """An expected failure (bad input, bad config, failed gate).
+
+    The CLI prints it as one line without a traceback and exits with ``exit_code``.
+    """
+
+    exit_code = 2
+
+
+class GateFailed(FinsentError):
+    """The candidate did not pass the promotion gates; it was not made champion."""
+
+    exit_code = 1

@@ -1,0 +1,66 @@
+"""Evaluate stage: score the adapter bundle on the held-out test split.
+
+Writes metrics.json (accuracy, macro-F1, per-class precision/recall/F1 as flat scalars),
+the confusion matrix as JSON and PNG, and the per-row test predictions (for later audits).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from finsent.bundle import load_bundle, predict_proba
+
+
+def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    metrics = {"accuracy": float(accuracy_score(y_true, y_pred)),
+               "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+               "test_rows": len(y_true)}
+    for i, name in enumerate(labels):
+        metrics.update({f"precision_{name}": float(precision[i]), f"recall_{name}": float(recall[i]),
+                        f"f1_{name}": float(f1[i]), f"support_{name}": int(support[i])})
+    return metrics
+
+
+def plot_confusion(matrix: np.ndarray, labels: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
+             xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
+    for (row, col), count in np.ndenumerate(matrix):
+        axes.text(col, row, str(count), ha="center", va="center",
+                  color="white" if count > matrix.max() / 2 else "black")
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def evaluate(bundle_dir: Path, test_split: Path, batch_size: int, out_dir: Path) -> dict:
+    model, tokenizer, meta = load_bundle(bundle_dir)
+    labels = meta["labels"]
+    test = pd.read_parquet(test_split)
+    probabilities = predict_proba(model, tokenizer, test["text"].tolist(), meta["max_length"], batch_size,
+                                  progress=True)
+    predicted = [labels[i] for i in probabilities.argmax(axis=1)]
+    metrics = classification_metrics(test["label"].tolist(), predicted, labels)
+    matrix = confusion_matrix(test["label"], predicted, labels=labels)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "confusion_matrix.json").write_text(json.dumps({"labels": labels, "matrix": matrix.tolist()}))
+    plot_confusion(matrix, labels, out_dir / "confusion_matrix.png")
+    predictions = test[["id", "label"]].assign(predicted=predicted)
+    for i, name in enumerate(labels):
+        predictions[f"prob_{name}"] = probabilities[:, i]
+    predictions.to_parquet(out_dir / "test_predictions.parquet", index=False)
+    return metrics

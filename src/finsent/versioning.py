@@ -1,0 +1,85 @@
+"""DVC and git, seen from the pipeline: reproduce one stage, push outputs, read provenance.
+
+DVC runs in-process (its Python API) so the flow can tell "ran" from "unchanged, skipped"
+and report a stage's own one-line error instead of DVC's generic failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+
+def reproduce_stage(root: Path, stage: str) -> dict:
+    """Run ``stage`` if its deps, params or code changed. -> {stage, ran, error}."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    from finsent.cli import ERROR_FILE_ENV
+
+    logging.getLogger("dvc").setLevel(logging.ERROR)  # DVC's hints ("git add dvc.lock") are not for this user
+    # dvc.yaml calls `finsent stage ...`: make it this very installation's CLI, activated venv or not.
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+
+    with tempfile.NamedTemporaryFile("r", suffix=".err", delete=False) as handle:
+        error_file = Path(handle.name)
+    os.environ[ERROR_FILE_ENV] = str(error_file)
+    try:
+        with Repo(str(root)) as repo:
+            ran = repo.reproduce(stage, single_item=True)
+        return {"stage": stage, "ran": bool(ran), "error": None}
+    except DvcException as exc:
+        message = error_file.read_text().strip() or _root_cause(exc)
+        return {"stage": stage, "ran": True, "error": message}
+    finally:
+        os.environ.pop(ERROR_FILE_ENV, None)
+        error_file.unlink(missing_ok=True)
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def push(root: Path) -> int:
+    """Send every cached output to the default DVC remote; -> number of files transferred."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return int(repo.push())
+
+
+def lock_text(root: Path) -> str:
+    path = root / "dvc.lock"
+    return path.read_text() if path.is_file() else ""
+
+
+def out_md5(root: Path, stage: str, out: str) -> str | None:
+    """The md5 DVC recorded for one output of a stage (a directory's ends in '.dir')."""
+    lock = yaml.safe_load(lock_text(root) or "{}") or {}
+    for entry in lock.get("stages", {}).get(stage, {}).get("outs", []):
+        if entry.get("path") == out:
+            return entry.get("md5")
+    return None
+
+
+def code_revision(root: Path) -> dict:
+    """The git commit the code came from, and whether the working tree differed from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return {"commit": None, "dirty": None, "why": "not a git checkout with commits"}
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "pipelines", "dvc.yaml"))
+    return {"commit": commit, "dirty": dirty}

@@ -1,0 +1,111 @@
+"""End to end: the real flow (Prefect + DVC + GX + MLflow) on the bundled MiniLM and a slice of the
+sample data, in a scratch copy of the project; then the registered champion is loaded and used."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPY = ["src", "pipelines", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore",
+        "pyproject.toml"]
+FINSENT = str(Path(sys.executable).parent / "finsent")
+
+pytestmark = pytest.mark.e2e
+
+
+def _finsent(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    env.update(HF_HUB_OFFLINE="1", CI="true")
+    return subprocess.run([FINSENT, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("e2e") / "project"
+    for item in COPY:
+        target = root / item
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, target)
+    sample = pd.read_csv(REPO / "data" / "sample" / "financial_news.csv")
+    small = sample.groupby("label", group_keys=False).head(60)
+    (root / "data").mkdir()
+    small.to_csv(root / "data" / "slice.csv", index=False)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["path"] = "data/slice.csv"
+    params["train"].update(epochs=2, batch_size=32)
+    params["gate"]["min_macro_f1"] = 0.0  # this test checks the path, not the quality
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "e2e"]):
+        subprocess.run(command, cwd=root, check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(project):
+    return _finsent(project, "run")
+
+
+def test_first_run_registers_a_champion(project, first_run):
+    assert first_run.returncode == 0, first_run.stdout + first_run.stderr
+    assert "Traceback" not in first_run.stdout + first_run.stderr
+    assert "version 1 [champion] (new version)" in first_run.stdout
+    assert "macro-F1" in first_run.stdout and "MLflow run" in first_run.stdout
+    for stage in ("ingest", "validate", "split", "tokenize", "train", "evaluate"):
+        assert f"{stage:<9} done" in first_run.stdout
+    assert (project / "dvc.lock").is_file()
+    assert any((project / ".finsent" / "dvc-remote").rglob("*")), "dvc push must fill the local remote"
+
+
+def test_second_run_trains_nothing(project, first_run):
+    again = _finsent(project, "run")
+    assert again.returncode == 0, again.stderr
+    assert "nothing changed since the last run" in again.stdout
+    assert "train     unchanged, skipped" in again.stdout
+    assert "version 1 [champion] (already registered)" in again.stdout
+
+
+def test_champion_loads_offline_and_predicts(project, first_run):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / '.finsent' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/finsent-sentiment@champion")
+    result = model.predict(pd.DataFrame({"text": ["Operating profit rose 20 % to EUR 3.1 mn.",
+                                                  "The company swung to a net loss."]}))
+    assert list(result.columns) == ["label", "prob_negative", "prob_neutral", "prob_positive"]
+    assert result.filter(like="prob_").sum(axis=1).round(5).eq(1.0).all()
+
+    cli = _finsent(project, "predict", "Operating profit rose 20 %")
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.split()[0] in {"negative", "neutral", "positive"}
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "data file not found"),
+    (b"", "data file is empty"),
+    (b"text,label\nProfit rose strongly,bullish\n", "unknown label(s) 'bullish'"),
+])
+def test_bad_input_is_one_line_and_moves_no_alias(project, first_run, tmp_path, content, message):
+    source = tmp_path / "input.csv"
+    if content is not None:
+        source.write_bytes(content)
+    params_before = (project / "params.yaml").read_text()
+    result = _finsent(project, "run", "--data", str(source))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert (project / "params.yaml").read_text() == params_before
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / '.finsent' / 'mlflow.db'}")
+    assert client.get_model_version_by_alias("finsent-sentiment", "champion").version == "1"
+    assert len(client.search_model_versions("name = 'finsent-sentiment'")) == 1

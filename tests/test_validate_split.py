@@ -1,0 +1,55 @@
+import json
+
+import pandas as pd
+import pytest
+
+from finsent.config import DataParams, SplitParams, ValidationParams
+from finsent.data.ingest import ingest
+from finsent.data.split import split
+from finsent.data.validate import validate
+from finsent.errors import FinsentError
+
+from conftest import LABELS, sentences
+
+
+def _ingested(tmp_path, frame):
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    ingest(tmp_path / "raw.csv", DataParams(), LABELS, tmp_path / "ingested.parquet")
+    return tmp_path / "ingested.parquet"
+
+
+def test_rows_are_quarantined_with_reasons_and_accounted_for(tmp_path):
+    good = sentences(10)
+    bad = pd.DataFrame({"text": ["", "x" * 50, "ok text here", "ok text here", good.loc[0, "text"]],
+                        "label": ["neutral", "positive", "positive", "negative", good.loc[0, "label"]]})
+    ingested = _ingested(tmp_path, pd.concat([good, bad]))
+    report = validate(ingested, LABELS, ValidationParams(min_rows=5, max_text_chars=40),
+                      tmp_path / "accepted.parquet", tmp_path / "quarantine.parquet", tmp_path / "report.json")
+    quarantine = pd.read_parquet(tmp_path / "quarantine.parquet")
+    accounting = report["accounting"]
+    assert accounting == {"rows_read": 35, "rows_accepted": 30, "rows_quarantined": 4, "duplicates_merged": 1}
+    reasons = sorted(quarantine["reason"])
+    assert reasons[0].startswith("conflicting_labels") and reasons[1].startswith("conflicting_labels")
+    assert sum("expect_column_value_lengths_to_be_between(text)" in r for r in reasons) == 2
+    assert json.loads((tmp_path / "report.json").read_text())["success"] is True
+
+
+def test_dataset_level_failure_names_the_expectation_and_value(tmp_path):
+    ingested = _ingested(tmp_path, sentences(2))
+    with pytest.raises(FinsentError, match=r"expect_table_row_count_to_be_between failed \(observed 6"):
+        validate(ingested, LABELS, ValidationParams(min_rows=50), tmp_path / "a.parquet", tmp_path / "q.parquet",
+                 tmp_path / "r.json")
+    assert not (tmp_path / "a.parquet").exists()
+
+
+def test_split_is_stratified_deterministic_and_disjoint(tmp_path):
+    ingested = _ingested(tmp_path, sentences(20))
+    validate(ingested, LABELS, ValidationParams(), tmp_path / "accepted.parquet", tmp_path / "q.parquet",
+             tmp_path / "r.json")
+    first = split(tmp_path / "accepted.parquet", SplitParams(seed=7), tmp_path / "one")
+    second = split(tmp_path / "accepted.parquet", SplitParams(seed=7), tmp_path / "two")
+    assert first == second
+    parts = {name: set(pd.read_parquet(tmp_path / "one" / f"{name}.parquet")["id"]) for name in first}
+    assert not (parts["train"] & parts["test"] or parts["train"] & parts["val"] or parts["val"] & parts["test"])
+    assert first["test"] == {"negative": 4, "neutral": 4, "positive": 4}
+    assert sum(len(ids) for ids in parts.values()) == 60

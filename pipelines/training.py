@@ -1,22 +1,38 @@
-"""The training flow: DVC stages as Prefect tasks, then gate -> register/promote -> dvc push.
+"""The training flow: DVC stages as Prefect tasks, then champion comparison, gate, register,
+compare-and-set promotion, report, dvc push.
 
-Stages run through DVC (cached, hashed into dvc.lock); gate and registry steps have side effects
-on the model registry, so they are tasks here and not DVC stages.
+Stages run through DVC (cached, hashed into dvc.lock). The steps after them read or change the
+model registry, so they are flow tasks and not DVC stages.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
 from finsent import layout
 from finsent.config import load_params
-from finsent.evaluate.gates import gate
-from finsent.registry import register_and_promote
+from finsent.evaluate.compare import compare
+from finsent.evaluate.gates import describe, gate
+from finsent.evaluate.report import evaluation_report
+from finsent.promotion import ChampionMoved, promote
+from finsent.registry import champion_bundle, get_or_register, registry_state
 from finsent.versioning import code_revision, lock_text, push, reproduce_stage
+
+NETWORK_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # registry / remote calls
+
+
+def _params(root: Path):
+    return load_params(root / "params.yaml")
+
+
+def _read(root: Path, path: str) -> dict:
+    return json.loads((root / path).read_text())
 
 
 @task(name="stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5)
@@ -24,22 +40,85 @@ def stage_task(root: Path, stage: str) -> dict:
     return reproduce_stage(root, stage)
 
 
+@task(name="registry-state", **NETWORK_RETRIES)
+def state_task(root: Path) -> dict:
+    return registry_state(root, _params(root))
+
+
+@task(name="compare-with-champion", **NETWORK_RETRIES)
+def compare_task(root: Path, state: dict) -> dict:
+    champion = state["champion"]
+    if champion is None or champion == state["existing_version"]:  # nothing to compare, or comparing to itself
+        return compare(root / layout.EVAL_DIR / "test_predictions.parquet", root / layout.SPLIT_DIR / "test.parquet",
+                       None, None, root / layout.COMPARISON)
+    with tempfile.TemporaryDirectory() as scratch:
+        bundle = champion_bundle(_params(root).registry, champion, Path(scratch))
+        return compare(root / layout.EVAL_DIR / "test_predictions.parquet", root / layout.SPLIT_DIR / "test.parquet",
+                       bundle, champion, root / layout.COMPARISON)
+
+
 @task(name="gate")
 def gate_task(root: Path) -> dict:
-    return gate(root / layout.METRICS, load_params(root / "params.yaml").gate, root / layout.GATE_REPORT)
+    params = _params(root)
+    verdict = gate(root / layout.METRICS, root / layout.COMPARISON, params.gate, params.labels,
+                   root / layout.GATE_REPORT)
+    report = evaluation_report(_read(root, layout.METRICS), _read(root, layout.COMPARISON), verdict, params.labels)
+    (root / layout.EVAL_REPORT_MD).write_text(report)
+    return verdict
 
 
-@task(name="register", retries=2, retry_delay_seconds=5)
-def register_task(root: Path, verdict: dict) -> dict:
-    params = load_params(root / "params.yaml")
-    train = json.loads((root / layout.TRAIN_REPORT).read_text())
-    lineage = {"code": code_revision(root), "dvc_lock": lock_text(root), "base_model": train["base_model"],
-               "validation": json.loads((root / layout.VALIDATION_REPORT).read_text())["accounting"],
-               "gate": verdict}
-    return register_and_promote(root, params, verdict, lineage)
+@task(name="register", **NETWORK_RETRIES)
+def register_task(root: Path, state: dict, verdict: dict) -> dict:
+    lineage = {"code": code_revision(root), "dvc_lock": lock_text(root),
+               "base_model": _read(root, layout.TRAIN_REPORT)["base_model"],
+               "validation": _read(root, layout.VALIDATION_REPORT)["accounting"], "gate": verdict}
+    return get_or_register(root, _params(root), state, verdict, lineage)
 
 
-@task(name="dvc-push", retries=2, retry_delay_seconds=5)
+@task(name="promote")
+def promote_task(root: Path, registration: dict, verdict: dict, compared_with: str | None) -> dict:
+    """Compare-and-set: promote only if the champion is still the one this candidate was compared with."""
+    from mlflow import MlflowClient
+
+    params = _params(root).registry
+    client = MlflowClient()
+    version = registration["version"]
+    if not verdict["passed"]:
+        decision = f"not promoted: gate failed ({describe(verdict, failed_only=True)})"
+        client.set_model_version_tag(params.model_name, version, "finsent.promotion", decision)
+        return {"promoted": False, "decision": decision, "previous_champion": None}
+    try:
+        event = promote(client, params, version, expected_champion=compared_with, run_id=registration["run_id"],
+                        reason="gates passed" + (f" against champion v{compared_with}" if compared_with else
+                                                 " (first champion: absolute gates only)"),
+                        gate=describe(verdict))
+    except ChampionMoved as exc:
+        client.set_model_version_tag(params.model_name, version, "finsent.promotion", f"refused: {exc}")
+        return {"promoted": False, "decision": f"refused: {exc}", "previous_champion": None, "moved": True}
+    if event is None:
+        return {"promoted": False, "decision": f"v{version} already is champion", "previous_champion": None}
+    client.set_model_version_tag(params.model_name, version, "finsent.promotion", f"promoted (history #{event['seq']})")
+    return {"promoted": True, "decision": f"promoted v{version} to {params.champion_alias}"
+                                          + (f"; v{event['from_version']} is now {params.previous_alias}"
+                                             if event["from_version"] else ""),
+            "previous_champion": event["from_version"]}
+
+
+@task(name="publish-report", **NETWORK_RETRIES)
+def report_task(root: Path, registration: dict, verdict: dict, promotion: dict) -> None:
+    from mlflow import MlflowClient
+
+    params = _params(root)
+    report = evaluation_report(_read(root, layout.METRICS), _read(root, layout.COMPARISON), verdict, params.labels,
+                               decision=promotion["decision"])
+    (root / layout.EVAL_REPORT_MD).write_text(report)
+    if registration["run_id"]:
+        MlflowClient().log_text(registration["run_id"], report, "reports/evaluation_report.md")
+    create_markdown_artifact(markdown=report, key="finsent-evaluation-report",
+                             description=f"{registration['model_name']} v{registration['version']}")
+
+
+@task(name="dvc-push", **NETWORK_RETRIES)
 def push_task(root: Path) -> int:
     return push(root)
 
@@ -54,8 +133,13 @@ def training_flow(project_dir: str) -> dict:
         if outcome["error"]:
             return Failed(message=f"stage '{name}': {outcome['error']}")
         print(f"  {name:<9} {'done' if outcome['ran'] else 'unchanged, skipped (DVC cache)'}", flush=True)
+    state = state_task(root)
+    comparison = compare_task(root, state)
     verdict = gate_task(root)
-    registration = register_task(root, verdict)
+    registration = register_task(root, state, verdict)
+    promotion = promote_task(root, registration, verdict, comparison["champion_version"] or
+                             (state["champion"] if state["champion"] == state["existing_version"] else None))
+    report_task(root, registration, verdict, promotion)
     pushed = push_task(root)
-    return {"stages": stages, "gate": verdict, "registration": registration, "pushed_files": pushed,
-            "metrics": json.loads((root / layout.METRICS).read_text())}
+    return {"stages": stages, "gate": verdict, "registration": registration, "promotion": promotion,
+            "comparison": comparison, "pushed_files": pushed, "metrics": _read(root, layout.METRICS)}

@@ -63,8 +63,11 @@ def load_bundle(bundle_dir: Path):
 
 
 def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64,
-                  progress: bool = False, device: str = "cpu") -> np.ndarray:
-    """Class probabilities, shape (len(texts), n_labels). Batches are sorted by length to pad less."""
+                  progress: bool = False, device: str = "cpu", batch_seconds: list | None = None) -> np.ndarray:
+    """Class probabilities, shape (len(texts), n_labels). Batches are sorted by length to pad less;
+    ``batch_seconds``, when given, receives the wall time of each batch (tokenizing included)."""
+    import time
+
     import torch
     from tqdm.auto import tqdm
 
@@ -73,8 +76,11 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_siz
     batches = [order[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     with torch.inference_mode():
         for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress, leave=False):
+            started = time.perf_counter()
             encoded = tokenizer([texts[i] for i in batch], truncation=True, max_length=max_length,
                                 padding=True, return_tensors="pt").to(device)
             logits = model(**encoded).logits.float()
             probabilities[batch] = torch.softmax(logits, dim=-1).cpu().numpy()
+            if batch_seconds is not None:
+                batch_seconds.append(time.perf_counter() - started)
     return probabilities

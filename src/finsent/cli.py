@@ -73,6 +73,57 @@ def cmd_predict(args) -> None:
         print(f"{row['label']:<9} {probabilities}   {row['text']}")
 
 
+def _registry(args):
+    from mlflow import MlflowClient
+
+    return MlflowClient(), _params(args).registry
+
+
+def cmd_history(args) -> None:
+    from datetime import datetime, timezone
+
+    from finsent.promotion import champion_at, history
+
+    client, registry = _registry(args)
+    events = history(client, registry.model_name)
+    if args.at:
+        moment = datetime.fromisoformat(args.at)
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        holder = champion_at(events, moment.isoformat(timespec="milliseconds"), registry.champion_alias)
+        print(f"{registry.model_name}@{registry.champion_alias} at {moment.isoformat()}: "
+              f"{'v' + holder if holder else 'none'}")
+        return
+    if not events:
+        print(f"no alias changes recorded for '{registry.model_name}'")
+    for e in events:
+        print(f"#{e['seq']:<3} {e['time']}  {e['alias']}: {('v' + e['from_version']) if e['from_version'] else '-'}"
+              f" -> v{e['to_version']}  by {e['actor']}  run {e.get('run_id') or '-'}  reason: {e['reason']}"
+              + (f"  gates: {e['gate']}" if e.get("gate") else ""))
+
+
+def cmd_rollback(args) -> None:
+    from finsent.promotion import rollback
+
+    client, registry = _registry(args)
+    event = rollback(client, registry, args.reason, actor=f"manual ({os.environ.get('USER', 'unknown')})")
+    print(f"rolled back: {registry.champion_alias} v{event['from_version']} -> v{event['to_version']} "
+          f"(history #{event['seq']})")
+
+
+def cmd_promote(args) -> None:
+    from finsent.promotion import alias_version, promote
+
+    client, registry = _registry(args)
+    if not args.force:
+        raise FinsentError("manual promotion skips the gates: pass --force and --reason to record the override")
+    client.get_model_version(registry.model_name, args.version)  # fails clearly if it does not exist
+    current = alias_version(client, registry.model_name, registry.champion_alias)
+    event = promote(client, registry, args.version, expected_champion=current, force=True,
+                    reason=f"manual override: {args.reason}", actor=f"manual ({os.environ.get('USER', 'unknown')})")
+    print(f"v{args.version} is {registry.champion_alias}" + (f" (history #{event['seq']})" if event else
+                                                             " already"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finsent", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -97,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("text", nargs="+", help="one or more sentences")
     predict.add_argument("--model", help="model URI (default: models:/<registry.model_name>@champion)")
     predict.set_defaults(func=cmd_predict)
+    history = commands.add_parser("history", help="alias history of the registered model (who was champion when)")
+    history.add_argument("--at", help="ISO date/time: print the champion at that moment (UTC unless given)")
+    history.set_defaults(func=cmd_history)
+
+    rollback = commands.add_parser("rollback", help="give 'champion' back to 'previous-champion'")
+    rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    promote = commands.add_parser("promote", help="manual override: make VERSION champion without gates")
+    promote.add_argument("version")
+    promote.add_argument("--force", action="store_true", help="required: acknowledges that gates are skipped")
+    promote.add_argument("--reason", required=True, help="why (recorded in the alias history)")
+    promote.set_defaults(func=cmd_promote)
     return parser
 
 

@@ -75,7 +75,17 @@ class EvalParams:
 
 @dataclass(frozen=True)
 class GateParams:
-    min_macro_f1: float = 0.6
+    # absolute (checked with MLflow's validation API); null disables a gate
+    min_macro_f1: float | None = 0.6
+    min_accuracy: float | None = 0.6
+    min_class_recall: float | None = 0.3
+    max_ece: float | None = 0.2
+    max_latency_p95_ms: float | None = 5000.0
+    # relative to the current champion, on the same test rows
+    max_macro_f1_drop: float = 0.01
+    max_class_recall_drop: float = 0.05
+    require_significant_improvement: bool = False
+    max_p_value: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -12,3 +12,5 @@ EVAL_DIR = "reports/eval"
 METRICS = "reports/eval/metrics.json"
 GATE_REPORT = "reports/gate.json"
 STAGES = ("ingest", "validate", "split", "tokenize", "train", "evaluate")
+COMPARISON = "reports/comparison.json"
+EVAL_REPORT_MD = "reports/evaluation_report.md"

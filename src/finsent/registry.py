@@ -1,8 +1,9 @@
 """MLflow side of a run: log the candidate, register it, move the champion alias.
 
-Registration is idempotent: a model version is identified by the adapter's DVC hash
+Every candidate that finished training is registered, tagged with its gate verdict and every
+gate figure. Registration is idempotent: a model version is identified by the adapter's DVC hash
 (``finsent.fingerprint``), so re-running an unchanged pipeline finds the existing version
-instead of registering a copy.
+instead of registering a copy. Alias moves live in ``promotion.py``.
 """
 
 from __future__ import annotations
@@ -92,8 +93,13 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
 
 
 def verdict_tags(verdict: dict) -> dict[str, str]:
-    tags = {"finsent.gate": "passed" if verdict["passed"] else "failed"}
-    tags.update({f"gate.{c['gate']}": f"{c['observed']:.4f} (threshold {c['threshold']})" for c in verdict["checks"]})
+    tags = {"finsent.gate": "passed" if verdict["passed"] else "failed",
+            "finsent.compared_with_champion": str(verdict.get("compared_with_champion"))}
+    for check in verdict["checks"]:
+        key = f"gate.{check['gate']}" + ("" if check["gate"] not in ("min_class_recall", "max_class_recall_drop")
+                                           else f".{check['metric']}")
+        tags[key] = (f"{'pass' if check['passed'] else 'FAIL'}: {check['metric']} {check['observed']:.4f} "
+                     f"(threshold {check['threshold']:.4f}, {check['kind']})")
     return tags
 
 
@@ -103,39 +109,41 @@ def register(model_uri: str, params: RegistryParams, fingerprint: str, verdict: 
         return mlflow.register_model(model_uri, params.model_name, tags=tags)
 
 
-def promote(client: MlflowClient, params: RegistryParams, version: str) -> str | None:
-    """Point ``champion`` at ``version``; the replaced champion keeps ``previous-champion``. -> previous."""
-    try:
-        current = client.get_model_version_by_alias(params.model_name, params.champion_alias).version
-    except MlflowException:
-        current = None
-    if current == str(version):
-        return None
-    if current is not None:
-        client.set_registered_model_alias(params.model_name, params.previous_alias, current)
-    client.set_registered_model_alias(params.model_name, params.champion_alias, str(version))
-    return current
-
-
 def aliases_of(client: MlflowClient, model_name: str, version: str) -> list[str]:
-    return list(client.get_model_version(model_name, str(version)).aliases)
+    return sorted(client.get_model_version(model_name, str(version)).aliases)
 
 
-def register_and_promote(root: Path, params: Params, verdict: dict, lineage: dict) -> dict:
-    """Get-or-create the model version for this adapter, then promote it if the gate passed."""
+def champion_bundle(params: RegistryParams, version: str, into: Path) -> Path:
+    """Download the adapter bundle of a registered version (for scoring it next to a candidate)."""
+    from mlflow.models import Model
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{params.model_name}/{version}", dst_path=str(into)))
+    artifacts = Model.load(str(local)).flavors["python_function"]["artifacts"]
+    return local / artifacts[BUNDLE_ARTIFACT]["path"]
+
+
+def registry_state(root: Path, params: Params) -> dict:
+    """This run's adapter fingerprint, the version already registered for it, and the current champion."""
+    from finsent.promotion import alias_version
     from finsent.versioning import out_md5
 
     client = MlflowClient()
     fingerprint = out_md5(root, "train", layout.ADAPTER_DIR)
     existing = find_version(client, params.registry.model_name, fingerprint)
-    if existing is not None:
-        version, run_id, new = existing.version, existing.tags.get("finsent.run_id"), False
+    return {"fingerprint": fingerprint, "existing_version": existing.version if existing else None,
+            "existing_run_id": existing.tags.get("finsent.run_id") if existing else None,
+            "champion": alias_version(client, params.registry.model_name, params.registry.champion_alias)}
+
+
+def get_or_register(root: Path, params: Params, state: dict, verdict: dict, lineage: dict) -> dict:
+    """Register this run's adapter as a new version, or re-tag the version that already holds it."""
+    client = MlflowClient()
+    name = params.registry.model_name
+    if state["existing_version"] is not None:
+        version, run_id, new = state["existing_version"], state["existing_run_id"], False
         for key, value in verdict_tags(verdict).items():  # gate params may have changed since
-            client.set_model_version_tag(params.registry.model_name, version, key, value)
+            client.set_model_version_tag(name, version, key, value)
     else:
-        run_id, model_uri = log_candidate(root, params, fingerprint, verdict, lineage)
-        version, new = register(model_uri, params.registry, fingerprint, verdict, run_id).version, True
-    previous = promote(client, params.registry, version) if verdict["passed"] else None
-    return {"model_name": params.registry.model_name, "version": str(version), "run_id": run_id,
-            "new_version": new, "previous_champion": previous,
-            "aliases": aliases_of(client, params.registry.model_name, version)}
+        run_id, model_uri = log_candidate(root, params, state["fingerprint"], verdict, lineage)
+        version, new = register(model_uri, params.registry, state["fingerprint"], verdict, run_id).version, True
+    return {"model_name": name, "version": str(version), "run_id": run_id, "new_version": new}

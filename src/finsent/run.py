@@ -73,26 +73,44 @@ def run(root: Path, data: str | None = None, data_format: str | None = None) -> 
     result = state.result()
     print_summary(root, params, result)
     if not result["gate"]["passed"]:
-        raise GateFailed(f"gate failed ({describe(result['gate'])}): version {result['registration']['version']} "
-                         f"registered without alias '{params.registry.champion_alias}'")
+        raise GateFailed(f"gate failed ({describe(result['gate'], failed_only=True)}): version "
+                         f"{result['registration']['version']} registered without alias "
+                         f"'{params.registry.champion_alias}'")
+    if result["promotion"].get("moved"):
+        raise GateFailed(result["promotion"]["decision"])
     return result
 
 
 def print_summary(root: Path, params, result: dict) -> None:
-    registration, metrics = result["registration"], result["metrics"]
+    from mlflow import MlflowClient
+
+    from finsent.registry import aliases_of
+
+    registration, metrics, promotion = result["registration"], result["metrics"], result["promotion"]
     trained = any(s["ran"] for s in result["stages"] if s["stage"] == "train")
     if not any(s["ran"] for s in result["stages"]):
-        print("finsent: nothing changed since the last run: no stage ran, nothing trained.")
-    aliases = ", ".join(registration["aliases"]) or "no alias"
+        print("finsent: nothing changed since the last run: no stage ran, nothing trained."
+              if not registration["new_version"] else "finsent: no stage ran (outputs from the DVC cache).")
+    aliases = ", ".join(aliases_of(MlflowClient(), registration["model_name"], registration["version"])) or "no alias"
     state = "new version" if registration["new_version"] else "already registered"
     print(f"finsent: model '{registration['model_name']}' version {registration['version']} [{aliases}] ({state})")
-    if registration["previous_champion"]:
-        print(f"  replaced champion version {registration['previous_champion']} "
-              f"(now alias '{params.registry.previous_alias}')")
+    print(f"  decision: {promotion['decision']}")
     print(f"  test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
-          f"on {metrics['test_rows']} held-out sentences; gate: {describe(result['gate'])}")
+          f"(95 % CI {metrics['macro_f1_ci_low']:.3f}-{metrics['macro_f1_ci_high']:.3f}) "
+          f"on {metrics['test_rows']} held-out sentences; ECE {metrics['ece']:.3f}")
+    comparison = result["comparison"]
+    if comparison.get("champion"):
+        paired = comparison["paired"]
+        print(f"  vs champion v{comparison['champion_version']}: macro-F1 {comparison['champion']['macro_f1']:.3f}, "
+              f"difference {paired['macro_f1_diff']:+.3f} (p not better {paired['p_value_not_better']:.3f}, "
+              f"McNemar p {comparison['mcnemar']['mcnemar_p_value']:.3f})")
+    checks = result["gate"]["checks"]
+    if result["gate"]["passed"]:
+        print(f"  gates passed: all {len(checks)} checks (table in {layout.EVAL_REPORT_MD})")
+    else:
+        print(f"  gates FAILED: {describe(result['gate'], failed_only=True)}")
     print(f"  MLflow run {registration['run_id']} (experiment '{params.registry.experiment}')"
           f"{'' if trained else '; adapter from cache'}")
     print(f"  look:    mlflow ui --backend-store-uri {tracking_uri(root)}")
     print(f"  predict: finsent predict \"Operating profit rose 20 % to EUR 3.1 mn\"")
-    print(f"  files:   {layout.EVAL_DIR}/ (metrics, confusion matrix), {layout.ADAPTER_DIR}/ (adapter bundle)")
+    print(f"  files:   {layout.EVAL_REPORT_MD}, {layout.EVAL_DIR}/ (metrics, plots), {layout.ADAPTER_DIR}/ (adapter)")

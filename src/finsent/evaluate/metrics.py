@@ -1,7 +1,9 @@
 """Evaluate stage: score the adapter bundle on the held-out test split.
 
-Writes metrics.json (accuracy, macro-F1, per-class precision/recall/F1 as flat scalars),
-the confusion matrix as JSON and PNG, and the per-row test predictions (for later audits).
+Writes metrics.json (accuracy, macro-F1 with a bootstrap 95 % CI, per-class precision/recall/F1
+as flat scalars, ECE, Brier score, per-batch latency p50/p95 and throughput), the confusion
+matrix (JSON + PNG), the reliability diagram (PNG) and the per-row test predictions, which the
+champion comparison and later audits reuse.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from finsent.bundle import load_bundle, predict_proba
+from finsent.evaluate.calibration import brier_score, expected_calibration_error, plot_reliability, reliability_bins
+from finsent.evaluate.statistics import bootstrap_macro_f1_ci
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
@@ -45,17 +49,39 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], out: Path) -> None:
     plt.close(figure)
 
 
-def evaluate(bundle_dir: Path, test_split: Path, batch_size: int, out_dir: Path) -> dict:
+def probability_metrics(probabilities: np.ndarray, y_true: np.ndarray, out_dir: Path) -> dict:
+    table = reliability_bins(probabilities, y_true)
+    ece = expected_calibration_error(table)
+    plot_reliability(table, ece, out_dir / "reliability_diagram.png")
+    (out_dir / "reliability.json").write_text(json.dumps(table, indent=2))
+    return {"ece": ece, "brier": brier_score(probabilities, y_true)}
+
+
+def latency_metrics(batch_seconds: list[float], rows: int) -> dict:
+    milliseconds = np.array(batch_seconds) * 1000
+    return {"latency_p50_ms": float(np.percentile(milliseconds, 50)),
+            "latency_p95_ms": float(np.percentile(milliseconds, 95)),
+            "throughput_rows_per_s": rows / float(np.sum(batch_seconds))}
+
+
+def evaluate(bundle_dir: Path, test_split: Path, batch_size: int, out_dir: Path, bootstrap_resamples: int = 1000,
+             seed: int = 0) -> dict:
     model, tokenizer, meta = load_bundle(bundle_dir)
     labels = meta["labels"]
     test = pd.read_parquet(test_split)
+    batch_seconds: list[float] = []
     probabilities = predict_proba(model, tokenizer, test["text"].tolist(), meta["max_length"], batch_size,
-                                  progress=True)
+                                  progress=True, batch_seconds=batch_seconds)
     predicted = [labels[i] for i in probabilities.argmax(axis=1)]
+    y_true = test["label"].map({name: i for i, name in enumerate(labels)}).to_numpy()
     metrics = classification_metrics(test["label"].tolist(), predicted, labels)
+    low, high = bootstrap_macro_f1_ci(y_true, probabilities.argmax(axis=1), len(labels), bootstrap_resamples, seed)
+    metrics.update(macro_f1_ci_low=low, macro_f1_ci_high=high)
     matrix = confusion_matrix(test["label"], predicted, labels=labels)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    metrics.update(probability_metrics(probabilities, y_true, out_dir))
+    metrics.update(latency_metrics(batch_seconds, len(test)))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "confusion_matrix.json").write_text(json.dumps({"labels": labels, "matrix": matrix.tolist()}))
     plot_confusion(matrix, labels, out_dir / "confusion_matrix.png")

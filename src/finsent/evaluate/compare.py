@@ -1,0 +1,37 @@
+"""Champion vs candidate on the very same test rows: metrics of both, paired bootstrap, McNemar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finsent.bundle import load_bundle, predict_proba
+from finsent.evaluate.metrics import classification_metrics
+from finsent.evaluate.statistics import mcnemar, paired_bootstrap
+
+
+def compare(candidate_predictions: Path, test_split: Path, champion_bundle: Path | None,
+            champion_version: str | None, out: Path, resamples: int = 1000, seed: int = 0) -> dict:
+    """Score the champion bundle on the candidate's test rows; write and return the comparison."""
+    result: dict = {"champion_version": champion_version}
+    if champion_bundle is not None:
+        candidate = pd.read_parquet(candidate_predictions)
+        test = pd.read_parquet(test_split).set_index("id").loc[candidate["id"]]
+        model, tokenizer, meta = load_bundle(champion_bundle)
+        labels = meta["labels"]
+        probabilities = predict_proba(model, tokenizer, test["text"].tolist(), meta["max_length"], progress=True)
+        index = {name: i for i, name in enumerate(labels)}
+        y_true = candidate["label"].map(index).to_numpy()
+        y_candidate = candidate["predicted"].map(index).to_numpy()
+        y_champion = probabilities.argmax(axis=1)
+        result["champion"] = classification_metrics(candidate["label"].tolist(), [labels[i] for i in y_champion],
+                                                    labels)
+        result["paired"] = paired_bootstrap(y_true, y_candidate, y_champion, len(labels), resamples, seed)
+        result["mcnemar"] = mcnemar(y_true, y_candidate, y_champion)
+        result["rows"] = int(len(candidate))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
+    return result

@@ -1,0 +1,159 @@
+"""Moving the `champion` alias safely, and remembering every move.
+
+MLflow has no compare-and-set on aliases, so promotion takes a registry-wide lock first: a
+registered model named ``<model>--promotion-lock`` whose creation is atomic in every MLflow
+backend (unique name). Under the lock the champion is re-read; if it is no longer the version
+the candidate was compared against, the promotion is refused instead of overwriting it.
+Every alias move is appended to the model's alias history (registered-model tags
+``finsent.history.NNNNNN``, JSON), which answers "what was in production at time X".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from finsent.config import RegistryParams
+from finsent.errors import FinsentError
+
+LOCK_SUFFIX = "--promotion-lock"
+HISTORY_PREFIX = "finsent.history."
+
+
+class ChampionMoved(FinsentError):
+    """Another run moved `champion` after this candidate was compared; nothing was overwritten."""
+
+    exit_code = 1
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _already_exists(exc: MlflowException) -> bool:
+    return exc.error_code in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS") or "already exists" in str(exc).lower()
+
+
+@contextmanager
+def promotion_lock(client: MlflowClient, model_name: str, wait_s: float = 120.0, stale_after_s: float = 600.0):
+    """Hold the registry-wide promotion lock of ``model_name`` (waits up to ``wait_s``)."""
+    name = model_name + LOCK_SUFFIX
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(name, tags={"owner": owner, "acquired_at": str(time.time())},
+                                           description="finsent promotion lock: exists only while an alias moves")
+            break
+        except MlflowException as exc:
+            if not _already_exists(exc):
+                raise
+            try:
+                holder = client.get_registered_model(name).tags
+                if holder.get("owner") == owner:  # our create succeeded; the client's retry saw it exist
+                    break
+                if time.time() - float(holder.get("acquired_at", time.time())) > stale_after_s:
+                    client.delete_registered_model(name)  # a crashed holder; the next create decides
+                    continue
+            except MlflowException:
+                continue  # released meanwhile
+            if time.monotonic() > deadline:
+                raise FinsentError(f"promotion lock of '{model_name}' held by {holder.get('owner')} for more than "
+                                   f"{wait_s:.0f}s; retry later or delete registered model '{name}' if it is stale")
+            time.sleep(0.05 + random.random() * 0.2)
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(name)
+        except MlflowException as exc:  # a retried delete whose first attempt already succeeded
+            if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
+                raise
+
+
+def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def history(client: MlflowClient, model_name: str) -> list[dict]:
+    try:
+        tags = client.get_registered_model(model_name).tags
+    except MlflowException:
+        return []
+    return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(HISTORY_PREFIX))]
+
+
+def _record(client: MlflowClient, model_name: str, **event) -> dict:
+    events = history(client, model_name)
+    event = {"seq": (events[-1]["seq"] + 1) if events else 1, "time": _now(), **event}
+    client.set_registered_model_tag(model_name, f"{HISTORY_PREFIX}{event['seq']:06d}", json.dumps(event))
+    return event
+
+
+def _move(client: MlflowClient, params: RegistryParams, alias: str, version: str | None) -> None:
+    if version is None:
+        try:
+            client.delete_registered_model_alias(params.model_name, alias)
+        except MlflowException:
+            pass
+    else:
+        client.set_registered_model_alias(params.model_name, alias, version)
+
+
+def promote(client: MlflowClient, params: RegistryParams, version: str, *, expected_champion: str | None,
+            reason: str, run_id: str | None = None, gate: str | None = None, actor: str = "flow",
+            force: bool = False) -> dict | None:
+    """Compare-and-set: make ``version`` champion if the champion is still ``expected_champion``.
+
+    Returns the history event, or None when ``version`` already is champion.
+    """
+    version = str(version)
+    with promotion_lock(client, params.model_name):
+        current = alias_version(client, params.model_name, params.champion_alias)
+        if current == version:
+            return None
+        if current != expected_champion and not force:
+            raise ChampionMoved(f"champion of '{params.model_name}' moved from "
+                                f"{'v' + expected_champion if expected_champion else 'none'} to v{current} after this "
+                                f"candidate (v{version}) was compared; not promoting: re-run to compare against v{current}")
+        if current is not None:
+            _move(client, params, params.previous_alias, current)
+        _move(client, params, params.champion_alias, version)
+        return _record(client, params.model_name, alias=params.champion_alias, from_version=current,
+                       to_version=version, run_id=run_id, actor=actor, reason=reason, gate=gate)
+
+
+def rollback(client: MlflowClient, params: RegistryParams, reason: str, actor: str = "manual") -> dict:
+    """Give `champion` back to `previous-champion`; the alias before that becomes previous again."""
+    with promotion_lock(client, params.model_name):
+        current = alias_version(client, params.model_name, params.champion_alias)
+        previous = alias_version(client, params.model_name, params.previous_alias)
+        if previous is None:
+            raise FinsentError(f"'{params.model_name}' has no '{params.previous_alias}' alias: nothing to roll back to")
+        before = next((e["from_version"] for e in reversed(history(client, params.model_name))
+                       if e["alias"] == params.champion_alias and e["to_version"] == previous), None)
+        _move(client, params, params.champion_alias, previous)
+        _move(client, params, params.previous_alias, before if before not in (current, previous) else None)
+        return _record(client, params.model_name, alias=params.champion_alias, from_version=current,
+                       to_version=previous, run_id=None, actor=actor, reason=f"rollback: {reason}", gate=None)
+
+
+def champion_at(events: list[dict], when: str, alias: str = "champion") -> str | None:
+    """The version that held ``alias`` at ISO time ``when`` (None if none did)."""
+    holder = None
+    for event in events:
+        if event["alias"] == alias and event["time"] <= when:
+            holder = event["to_version"]
+    return holder

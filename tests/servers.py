@@ -1,0 +1,85 @@
+"""Real MLflow servers started by tests on loopback, and a fresh PostgreSQL database when reachable."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+PG_ADMIN_URL = os.environ.get("FINSENT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path):
+    """`mlflow server` on a free loopback port; yields its URL."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
+               "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING"})
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def postgres_database() -> tuple[str | None, str]:
+    """Create a fresh database for this test run -> (url or None, reason when None)."""
+    try:
+        import psycopg2
+    except ImportError:
+        return None, "psycopg2 is not installed"
+    name = f"finsent_test_{uuid.uuid4().hex[:10]}"
+    try:
+        connection = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        return None, f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).strip().splitlines()[0]}"
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    connection.close()
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
+    return f"{base}/{name}", ""
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg2
+
+    name = url.rsplit("/", 1)[1]
+    connection = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    connection.close()

@@ -1,0 +1,111 @@
+"""Compare-and-set promotion, alias history, rollback and manual override, against a real
+`mlflow server` process on loopback (SQLite backend store, and PostgreSQL where reachable)."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+from mlflow import MlflowClient
+
+from finsent.config import RegistryParams
+from finsent.errors import FinsentError
+from finsent.promotion import ChampionMoved, champion_at, history, promote, rollback
+
+from servers import drop_postgres_database, mlflow_server, postgres_database
+
+REGISTRY = RegistryParams(model_name="cas-model")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"mlflow-{request.param}")
+    if request.param == "sqlite":
+        backend, cleanup = f"sqlite:///{folder / 'mlflow.db'}", None
+    else:
+        backend, why = postgres_database()
+        if backend is None:
+            pytest.skip(f"PostgreSQL backend test skipped: {why}")
+        cleanup = backend
+    with mlflow_server(backend, folder / "artifacts") as url:
+        yield url
+    if cleanup:
+        drop_postgres_database(cleanup)
+
+
+@pytest.fixture()
+def versions(server, tmp_path, request):
+    """A fresh registered model with four versions (each from its own run; no weights needed for aliases)."""
+    client = MlflowClient(server)
+    name = f"cas-{request.node.name.split('[')[0][-20:]}-{tmp_path.name[-6:]}".replace("_", "-")
+    client.create_registered_model(name)
+    experiment = client.get_experiment_by_name("promotion-tests")
+    if experiment is None:
+        experiment = client.get_experiment(client.create_experiment("promotion-tests"))
+    numbers = []
+    for _ in range(4):
+        run = client.create_run(experiment.experiment_id)
+        client.log_text(run.info.run_id, "placeholder", "model/README.txt")
+        numbers.append(client.create_model_version(name, source=f"runs:/{run.info.run_id}/model",
+                                                   run_id=run.info.run_id).version)
+    return client, RegistryParams(model_name=name), [str(n) for n in numbers]
+
+
+def _race(args) -> str:
+    url, params, version = args
+    client = MlflowClient(url)
+    try:
+        promote(client, params, version, expected_champion=None, reason=f"race {version}", run_id=None)
+        return "won"
+    except ChampionMoved:
+        return "refused"
+
+
+def test_concurrent_promotions_leave_exactly_one_champion(server, versions):
+    client, params, numbers = versions
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        outcomes = pool.map(_race, [(server, params, v) for v in numbers])
+    assert sorted(outcomes) == ["refused", "refused", "refused", "won"]
+    winner = numbers[outcomes.index("won")]
+    assert client.get_model_version_by_alias(params.model_name, "champion").version == winner
+    events = history(client, params.model_name)
+    assert [(e["seq"], e["from_version"], e["to_version"]) for e in events] == [(1, None, winner)]
+    assert not any(m.name.endswith("--promotion-lock") for m in client.search_registered_models())
+
+
+def test_stale_comparison_is_refused_not_overwritten(versions):
+    client, params, (v1, v2, v3, _) = versions
+    promote(client, params, v1, expected_champion=None, reason="first")
+    promote(client, params, v2, expected_champion=v1, reason="better than v1")
+    with pytest.raises(ChampionMoved, match=f"moved from v{v1} to v{v2}"):
+        promote(client, params, v3, expected_champion=v1, reason="compared against the old champion")
+    assert client.get_model_version_by_alias(params.model_name, "champion").version == v2
+    assert client.get_model_version_by_alias(params.model_name, "previous-champion").version == v1
+
+
+def test_history_rollback_and_manual_override(versions):
+    client, params, (v1, v2, v3, v4) = versions
+    first = promote(client, params, v1, expected_champion=None, reason="first")
+    promote(client, params, v2, expected_champion=v1, reason="better")
+    promote(client, params, v3, expected_champion=v2, reason="better again")
+    back = rollback(client, params, reason="v3 misbehaves in production")
+    assert (back["from_version"], back["to_version"]) == (v3, v2)
+    assert client.get_model_version_by_alias(params.model_name, "champion").version == v2
+    assert client.get_model_version_by_alias(params.model_name, "previous-champion").version == v1
+    manual = promote(client, params, v4, expected_champion=None, force=True, reason="manual override: hotfix",
+                     actor="manual (test)")
+    assert manual["from_version"] == v2 and manual["actor"] == "manual (test)"
+    events = history(client, params.model_name)
+    assert [(e["from_version"], e["to_version"]) for e in events] == [(None, v1), (v1, v2), (v2, v3), (v3, v2),
+                                                                      (v2, v4)]
+    assert events[3]["reason"].startswith("rollback: v3 misbehaves")
+    assert champion_at(events, first["time"]) == v1
+    assert champion_at(events, "1970-01-01T00:00:00+00:00") is None
+    assert champion_at(events, "9999-01-01T00:00:00+00:00") == v4
+
+
+def test_rollback_without_previous_champion_is_a_clear_error(versions):
+    client, params, (v1, *_) = versions
+    promote(client, params, v1, expected_champion=None, reason="first")
+    with pytest.raises(FinsentError, match="no 'previous-champion' alias"):
+        rollback(client, params, reason="nothing to go back to")

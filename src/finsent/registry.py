@@ -76,6 +76,7 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
                                step=row["epoch"])
         mlflow.log_metrics({k: float(train[k]) for k in ("trainable_params", "total_params", "trainable_pct",
                                                           "adapter_bytes")})
+        mlflow.log_metrics({f"data_{k}": float(v) for k, v in lineage.get("validation", {}).items()})
         mlflow.set_tags({"finsent.version": __version__, FINGERPRINT_TAG: fingerprint,
                          "finsent.gate": "passed" if verdict["passed"] else "failed",
                          "git.commit": str(lineage["code"].get("commit")),
@@ -130,7 +131,7 @@ def registry_state(root: Path, params: Params) -> dict:
     client = MlflowClient()
     fingerprint = out_md5(root, "train", layout.ADAPTER_DIR)
     existing = find_version(client, params.registry.model_name, fingerprint)
-    return {"fingerprint": fingerprint, "existing_version": existing.version if existing else None,
+    return {"fingerprint": fingerprint, "existing_version": str(existing.version) if existing else None,
             "existing_run_id": existing.tags.get("finsent.run_id") if existing else None,
             "champion": alias_version(client, params.registry.model_name, params.registry.champion_alias)}
 

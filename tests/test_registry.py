@@ -75,7 +75,9 @@ def test_champion_serves_over_rest_with_mlflow_models_serve(project, tmp_path):
     version = _candidate(root, params, "fp-serve")
     promote(MlflowClient(), params.registry, version.version, expected_champion=None, reason="serve test")
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    # mlflow runs `uvicorn` from PATH: make it this environment's, activated venv or not
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     process = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
                                 f"models:/{params.registry.model_name}@champion", "--env-manager", "local",
                                 "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL,

@@ -38,7 +38,9 @@ def set_data_source(params_file: Path, data: str, data_format: str | None) -> st
 
 class _DropLockedDatabaseNoise(logging.Filter):
     """Prefect's ephemeral API can log a 'database is locked' traceback from a telemetry insert race at
-    start-up; it is harmless (the run carries on), so it must not reach the user's console."""
+    start-up; it is harmless (the run carries on), so it must not reach the user's console.
+    The race's source, the server's telemetry service, is also switched off (runtime.apply_defaults
+    sets PREFECT_SERVER_ANALYTICS_ENABLED=false, inherited by the ephemeral server's process)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
@@ -48,9 +50,11 @@ class _DropLockedDatabaseNoise(logging.Filter):
 
 
 def _quiet_prefect() -> None:
-    for name in ("prefect", "prefect.server", "prefect._internal", "uvicorn", "uvicorn.error", "sqlalchemy",
-                 "docket", "prefect.server.services"):
-        logging.getLogger(name).addFilter(_DropLockedDatabaseNoise())
+    """Attach the filter to every handler (a logger's own filters skip records of its children)."""
+    loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(logger, logging.Logger)]
+    for handler in {handler for logger in loggers for handler in logger.handlers}:
+        handler.addFilter(_DropLockedDatabaseNoise())
 
 
 def run(root: Path, data: str | None = None, data_format: str | None = None) -> dict:
@@ -59,10 +63,10 @@ def run(root: Path, data: str | None = None, data_format: str | None = None) -> 
     try:
         params = load_params(params_file)
         print(f"finsent: training on {params.data.path} (params: {params_file})", flush=True)
-        _quiet_prefect()
         sys.path.insert(0, str(root))
-        from pipelines.training import training_flow
+        from pipelines.training import training_flow  # imports prefect, which sets up its log handlers
 
+        _quiet_prefect()
         state = training_flow(str(root), return_state=True)
         if state.is_failed():
             raise FinsentError(f"{state.message}; nothing registered, no alias moved")

@@ -36,10 +36,41 @@ def test_rows_are_quarantined_with_reasons_and_accounted_for(tmp_path):
 
 def test_dataset_level_failure_names_the_expectation_and_value(tmp_path):
     ingested = _ingested(tmp_path, sentences(2))
-    with pytest.raises(FinsentError, match=r"expect_table_row_count_to_be_between failed \(observed 6"):
+    expected = r"min_rows \(expect_table_row_count_to_be_between\): observed 6, threshold 50"
+    with pytest.raises(FinsentError, match=expected):
         validate(ingested, LABELS, ValidationParams(min_rows=50), tmp_path / "a.parquet", tmp_path / "q.parquet",
                  tmp_path / "r.json")
     assert not (tmp_path / "a.parquet").exists()
+
+
+def test_control_characters_and_binary_are_quarantined(tmp_path):
+    bad = pd.DataFrame({"text": ["profit rose\x00\x01 sharply", "sales \ufffd\ufffd fell"], "label": ["positive", "negative"]})
+    ingested = _ingested(tmp_path, pd.concat([sentences(10), bad]))
+    report = validate(ingested, LABELS, ValidationParams(min_rows=5), tmp_path / "a.parquet", tmp_path / "q.parquet",
+                      tmp_path / "r.json")
+    quarantine = pd.read_parquet(tmp_path / "q.parquet")
+    assert len(quarantine) == 2 and set(quarantine["reason"]) == {"expect_column_values_to_not_match_regex(text)"}
+    assert report["accounting"] == {"rows_read": 32, "rows_accepted": 30, "rows_quarantined": 2,
+                                    "duplicates_merged": 0}
+
+
+def test_a_missing_class_fails_the_class_share_check(tmp_path):
+    frame = sentences(20)
+    frame = pd.concat([frame[frame["label"] != "negative"], frame[frame["label"] == "negative"].head(1)])
+    ingested = _ingested(tmp_path, frame)
+    with pytest.raises(FinsentError, match=r"min_class_share\[negative\] .*observed 0.0244, threshold 0.05"):
+        validate(ingested, LABELS, ValidationParams(min_rows=5), tmp_path / "a.parquet", tmp_path / "q.parquet",
+                 tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["success"] is False and report["accounting"]["rows_accepted"] == 41
+
+
+def test_too_many_duplicates_fail_the_duplicate_rate_check(tmp_path):
+    frame = pd.concat([sentences(5)] * 3)
+    ingested = _ingested(tmp_path, frame)
+    with pytest.raises(FinsentError, match=r"max_duplicate_rate .*observed 0.6667, threshold 0.3"):
+        validate(ingested, LABELS, ValidationParams(min_rows=5), tmp_path / "a.parquet", tmp_path / "q.parquet",
+                 tmp_path / "r.json")
 
 
 def test_split_is_stratified_deterministic_and_disjoint(tmp_path):

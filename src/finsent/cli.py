@@ -25,37 +25,65 @@ def _params(args):
 
 def cmd_stage(args) -> None:
     params = _params(args)
-    path = Path
     if args.stage == "ingest":
         from finsent.data.ingest import ingest
 
-        result = ingest(path(args.source or params.data.path), params.data, params.labels, path(args.out))
+        result = ingest(Path(args.source or params.data.path), params.data, params.labels, Path(args.out))
     elif args.stage == "validate":
         from finsent.data.validate import validate
 
-        report = validate(path(args.input), params.labels, params.validation, path(args.out),
-                          path(args.quarantine), path(args.report))
+        report = validate(Path(args.input), params.labels, params.validation, Path(args.out),
+                          Path(args.quarantine), Path(args.report))
         result = {"accounting": report["accounting"], "label_counts": report["label_counts"]}
     elif args.stage == "split":
         from finsent.data.split import split
 
-        result = split(path(args.input), params.split, path(args.out))
+        result = split(Path(args.input), params.split, Path(args.out))
     elif args.stage == "tokenize":
         from finsent.features import tokenize
 
-        result = tokenize(path(args.input), params.labels, params.model, path(args.out))
+        result = tokenize(Path(args.input), params.labels, params.model, Path(args.out))
     elif args.stage == "train":
         from finsent.train.fit import fit
 
-        summary = fit(path(args.input), params, path(args.out), path(args.report))
+        summary = fit(Path(args.input), params, Path(args.out), Path(args.report))
         result = {k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "trainable_params", "trainable_pct",
                                           "adapter_bytes", "device")}
     else:
         from finsent.evaluate.metrics import evaluate
 
-        metrics = evaluate(path(args.input), path(args.test), params.eval.batch_size, path(args.out))
+        metrics = evaluate(Path(args.input), Path(args.test), params.eval.batch_size, Path(args.out))
         result = {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1")}
     print(f"{args.stage}: {json.dumps(result, default=str)}")
+
+
+def cmd_validate(args) -> None:
+    """Ingest + validate one source alone (no training): the same functions as the flow's stages."""
+    import dataclasses
+    import tempfile
+
+    from finsent.data.ingest import ingest
+    from finsent.data.validate import validate
+
+    params = _params(args)
+    data = dataclasses.replace(params.data, format=args.format or params.data.format)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="finsent-validate-"))
+    ingest(Path(args.source), data, params.labels, out / "ingested.parquet")
+    try:
+        report = validate(out / "ingested.parquet", params.labels, params.validation, out / "accepted.parquet",
+                          out / "quarantine.parquet", out / "validation.json")
+    finally:
+        _print_accounting(out)
+    print(f"dataset checks passed: {len(report['dataset_checks'])}; label counts {report['label_counts']}")
+
+
+def _print_accounting(out: Path) -> None:
+    report_file = out / "validation.json"
+    if report_file.is_file():
+        counts = json.loads(report_file.read_text())["accounting"]
+        print(f"read {counts['rows_read']} = accepted {counts['rows_accepted']} + quarantined "
+              f"{counts['rows_quarantined']} + duplicates merged {counts['duplicates_merged']}  "
+              f"(quarantine, report: {out})")
 
 
 def cmd_run(args) -> None:
@@ -133,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="train on this file instead of data.path (written to params.yaml)")
     run.add_argument("--format", help="format of --data: csv, tsv, jsonl, parquet, phrasebank (default: detect)")
     run.set_defaults(func=cmd_run)
+
+    validate = commands.add_parser("validate", help="ingest + validate one file without training")
+    validate.add_argument("source", help="the data file")
+    validate.add_argument("--format", help="csv, tsv, jsonl, parquet, phrasebank (default: data.format)")
+    validate.add_argument("--out", help="folder for accepted/quarantine/report files (default: a temp folder)")
+    validate.set_defaults(func=cmd_validate)
 
     stage = commands.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
     stage.add_argument("stage", choices=["ingest", "validate", "split", "tokenize", "train", "evaluate"])

@@ -32,6 +32,8 @@ class ValidationParams:
     min_rows: int = 30
     min_text_chars: int = 3
     max_text_chars: int = 1000
+    min_class_share: float = 0.05  # dataset check: every label at least this share of accepted rows
+    max_duplicate_rate: float = 0.3  # dataset check: share of ingested rows repeating an earlier text
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Validate stage: Great Expectations suites, quarantine and the row accounting.
 
-Row-level expectations (text present, length within bounds, label in the label set) decide
-per row: failing rows go to the quarantine file with the failed expectation(s) as the reason,
-and do not fail the run. Dataset-level expectations (columns, minimum rows) run on the accepted
-rows and fail the stage with the expectation and the observed value.
+Row-level expectations (text present, length within bounds, no control characters or binary,
+label in the label set) decide per row: failing rows go to the quarantine file with the failed
+expectation(s) as the reason, and do not fail the run. Dataset-level expectations (duplicate rate
+on the ingested rows; columns, minimum rows and a minimum share per class on the accepted rows)
+fail the stage with the check's name, the observed value and the threshold.
 Invariant, checked every run: rows_read = accepted + quarantined + duplicates_merged.
 """
 
@@ -19,6 +20,7 @@ from finsent.data.ingest import CANONICAL_COLUMNS
 from finsent.errors import FinsentError
 
 _ROW = "_row"  # positional row key handed to GX so it can name the failing rows
+CONTROL_CHARACTERS = r"[\x00-\x08\x0e-\x1f\x7f\ufffd]"  # binary bytes, or bytes that failed to decode
 
 
 def _row_expectations(labels: list[str], params: ValidationParams) -> list:
@@ -28,21 +30,39 @@ def _row_expectations(labels: list[str], params: ValidationParams) -> list:
         gxe.ExpectColumnValuesToNotBeNull(column="text"),
         gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=params.min_text_chars,
                                                 max_value=params.max_text_chars),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_CHARACTERS),
         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)),
     ]
 
 
-def _dataset_expectations(params: ValidationParams) -> list:
+def _duplicate_expectations(params: ValidationParams) -> list:
     import great_expectations.expectations as gxe
 
+    return [gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
+        column="id", min_value=1 - params.max_duplicate_rate,
+        meta={"check": "max_duplicate_rate", "threshold": params.max_duplicate_rate})]
+
+
+def _dataset_expectations(labels: list[str], params: ValidationParams) -> list:
+    import great_expectations.expectations as gxe
+
+    # "share of rows whose label is not one of the others >= min share" is "this label's share >= min share"
+    shares = [gxe.ExpectColumnValuesToNotBeInSet(
+        column="label", value_set=[other for other in labels if other != name], mostly=params.min_class_share,
+        meta={"check": f"min_class_share[{name}]", "threshold": params.min_class_share}) for name in labels]
     return [
-        gxe.ExpectTableColumnsToMatchSet(column_set=CANONICAL_COLUMNS, exact_match=False),
-        gxe.ExpectTableRowCountToBeBetween(min_value=params.min_rows),
+        gxe.ExpectTableColumnsToMatchSet(column_set=CANONICAL_COLUMNS, exact_match=False,
+                                         meta={"check": "required_columns", "threshold": CANONICAL_COLUMNS}),
+        gxe.ExpectTableRowCountToBeBetween(min_value=params.min_rows,
+                                           meta={"check": "min_rows", "threshold": params.min_rows}),
+        *shares,
     ]
 
 
-def run_suite(frame: pd.DataFrame, name: str, expectations: list) -> dict:
-    """Validate ``frame`` with a GX 1.x suite; return the result as a JSON-able dict."""
+def run_suite(frame: pd.DataFrame, name: str, expectations: list, per_row: bool = False) -> dict:
+    """Validate ``frame`` with a GX 1.x suite; return the result as a JSON-able dict.
+
+    ``per_row``: also return the failing rows' ``_ROW`` keys (the frame must have that column)."""
     import great_expectations as gx
 
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -53,8 +73,9 @@ def run_suite(frame: pd.DataFrame, name: str, expectations: list) -> dict:
     batch_definition = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("all")
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE",
-                                                 "unexpected_index_column_names": [_ROW]})
+    result_format = ({"result_format": "COMPLETE", "unexpected_index_column_names": [_ROW]} if per_row
+                     else {"result_format": "SUMMARY"})
+    result = batch.validate(suite, result_format=result_format)
     return result.to_json_dict()
 
 
@@ -71,11 +92,21 @@ def _failed_rows(result: dict) -> dict[int, list[str]]:
     return reasons
 
 
+def _observed(check: dict):
+    config, result = check["expectation_config"], check["result"]
+    if config["type"] == "expect_column_proportion_of_unique_values_to_be_between":
+        return round(1 - result["observed_value"], 4)  # reported as the duplicate rate
+    if config["type"] == "expect_column_values_to_not_be_in_set" and "unexpected_percent" in result:
+        return round(1 - result["unexpected_percent"] / 100, 4)  # reported as the class share
+    return result.get("observed_value", result.get("unexpected_count"))
+
+
 def _summarise(result: dict) -> list[dict]:
-    return [{"expectation": c["expectation_config"]["type"],
+    return [{"check": (c["expectation_config"].get("meta") or {}).get("check"),
+             "expectation": c["expectation_config"]["type"],
              "column": c["expectation_config"]["kwargs"].get("column"),
-             "success": c["success"],
-             "observed": c["result"].get("observed_value", c["result"].get("unexpected_count"))}
+             "success": c["success"], "observed": _observed(c),
+             "threshold": (c["expectation_config"].get("meta") or {}).get("threshold")}
             for c in result["results"]]
 
 
@@ -84,7 +115,8 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams,
     frame = pd.read_parquet(ingested).reset_index(drop=True)
     rows_read = len(frame)
     checked = frame.assign(**{_ROW: range(rows_read)})
-    row_result = run_suite(checked, "finsent_rows", _row_expectations(labels, params))
+    row_result = run_suite(checked, "finsent_rows", _row_expectations(labels, params), per_row=True)
+    duplicate_result = run_suite(frame, "finsent_duplicates", _duplicate_expectations(params))
     reasons = _failed_rows(row_result)
     bad = checked[_ROW].isin(reasons)
     quarantined = frame[bad].assign(reason=[", ".join(reasons[i]) for i in checked.loc[bad, _ROW]])
@@ -103,19 +135,22 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams,
     if rows_read != len(accepted) + len(quarantined) + duplicates_merged:  # pragma: no cover - invariant guard
         raise FinsentError(f"row accounting broken: {accounting}")
 
-    dataset_result = run_suite(accepted.reset_index(drop=True), "finsent_dataset", _dataset_expectations(params))
-    report = {"success": bool(dataset_result["success"]), "accounting": accounting,
+    dataset_result = run_suite(accepted.reset_index(drop=True), "finsent_dataset",
+                               _dataset_expectations(labels, params))
+    dataset_checks = _summarise(duplicate_result) + _summarise(dataset_result)
+    report = {"success": all(c["success"] for c in dataset_checks), "accounting": accounting,
               "label_counts": {k: int(v) for k, v in accepted["label"].value_counts().sort_index().items()},
-              "row_checks": _summarise(row_result), "dataset_checks": _summarise(dataset_result),
-              "gx": {"rows": row_result, "dataset": dataset_result}}
+              "row_checks": _summarise(row_result), "dataset_checks": dataset_checks,
+              "gx": {"rows": row_result, "duplicates": duplicate_result, "dataset": dataset_result}}
     for path in (accepted_out, quarantine_out, report_out):
         path.parent.mkdir(parents=True, exist_ok=True)
     report_out.write_text(json.dumps(report, indent=2, default=str))
     quarantined.to_parquet(quarantine_out, index=False)
     if not report["success"]:
-        failed = next(c for c in report["dataset_checks"] if not c["success"])
-        raise FinsentError(f"dataset check {failed['expectation']} failed (observed {failed['observed']}; "
-                           f"{accounting['rows_accepted']} rows accepted, {accounting['rows_quarantined']} quarantined "
-                           f"-> {quarantine_out})")
+        failed = [c for c in report["dataset_checks"] if not c["success"]]
+        named = "; ".join(f"{c['check']} ({c['expectation']}): observed {c['observed']}, threshold {c['threshold']}"
+                          for c in failed)
+        raise FinsentError(f"dataset check failed: {named} ({accounting['rows_accepted']} rows accepted, "
+                           f"{accounting['rows_quarantined']} quarantined -> {quarantine_out})")
     accepted.to_parquet(accepted_out, index=False)
     return report

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from finsent.errors import FinsentError
+from finsent.layout import STAGES
 from finsent.runtime import apply_defaults, project_root, quiet_libraries
 
 ERROR_FILE_ENV = "FINSENT_ERROR_FILE"  # set by the flow: a stage writes its one-line error there
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     stage = commands.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
-    stage.add_argument("stage", choices=["ingest", "validate", "split", "tokenize", "train", "evaluate"])
+    stage.add_argument("stage", choices=STAGES)
     stage.add_argument("--source", help="ingest: source file (default: data.path)")
     stage.add_argument("--input", help="the stage's input file or folder")
     stage.add_argument("--test", help="evaluate: the test split")

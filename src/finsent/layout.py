@@ -1,11 +1,7 @@
-"""Where the pipeline's outputs live inside a project (dvc.yaml declares the same paths)."""
+"""Where the flow finds the stage outputs it reads (the paths dvc.yaml declares), and its own reports."""
 
-INGESTED = "data/interim/ingested.parquet"
-ACCEPTED = "data/processed/accepted.parquet"
-QUARANTINE = "data/quarantine/quarantine.parquet"
 VALIDATION_REPORT = "reports/validation.json"
 SPLIT_DIR = "data/processed/split"
-TOKENIZED_DIR = "data/tokenized"
 ADAPTER_DIR = "models/adapter"
 TRAIN_REPORT = "reports/train.json"
 EVAL_DIR = "reports/eval"

@@ -68,7 +68,8 @@ def promotion_lock(client: MlflowClient, model_name: str, wait_s: float = 120.0,
                 continue  # released meanwhile
             if time.monotonic() > deadline:
                 raise FinsentError(f"promotion lock of '{model_name}' held by {holder.get('owner')} for more than "
-                                   f"{wait_s:.0f}s; retry later or delete registered model '{name}' if it is stale")
+                                   f"{wait_s:.0f}s; retry later or delete registered model '{name}' if it is stale"
+                                   ) from exc
             time.sleep(0.05 + random.random() * 0.2)
     try:
         yield

@@ -116,5 +116,5 @@ def print_summary(root: Path, params, result: dict) -> None:
     print(f"  MLflow run {registration['run_id']} (experiment '{params.registry.experiment}')"
           f"{'' if trained else '; adapter from cache'}")
     print(f"  look:    mlflow ui --backend-store-uri {tracking_uri(root)}")
-    print(f"  predict: finsent predict \"Operating profit rose 20 % to EUR 3.1 mn\"")
+    print("  predict: finsent predict \"Operating profit rose 20 % to EUR 3.1 mn\"")
     print(f"  files:   {layout.EVAL_REPORT_MD}, {layout.EVAL_DIR}/ (metrics, plots), {layout.ADAPTER_DIR}/ (adapter)")

@@ -38,5 +38,5 @@ def evaluation_report(metrics: dict, comparison: dict | None, verdict: dict, lab
     lines += [_row(c["gate"], c["metric"], f"{c['observed']:.4f}", f"{c['threshold']:.4f}", c["kind"],
                    "pass" if c["passed"] else "**FAIL**") for c in verdict["checks"]]
     if decision:
-        lines += ["", f"## Decision", "", decision]
+        lines += ["", "## Decision", "", decision]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPY = ["src", "pipelines", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore",
+COPY = ["src", "pipelines", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore", "data/pinned",
         "pyproject.toml"]
 FINSENT = str(Path(sys.executable).parent / "finsent")
 
@@ -36,7 +36,6 @@ def project(tmp_path_factory) -> Path:
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, target)
     sample = pd.read_csv(REPO / "data" / "sample" / "financial_news.csv")
     small = sample.groupby("label", group_keys=False).head(60)
-    (root / "data").mkdir()
     small.to_csv(root / "data" / "slice.csv", index=False)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["path"] = "data/slice.csv"

@@ -84,3 +84,20 @@ def test_split_is_stratified_deterministic_and_disjoint(tmp_path):
     assert not (parts["train"] & parts["test"] or parts["train"] & parts["val"] or parts["val"] & parts["test"])
     assert first["test"] == {"negative": 4, "neutral": 4, "positive": 4}
     assert sum(len(ids) for ids in parts.values()) == 60
+
+
+def test_pinned_test_ids_keep_the_same_test_rows_across_seeds(tmp_path):
+    ingested = _ingested(tmp_path, sentences(20))
+    validate(ingested, LABELS, ValidationParams(), tmp_path / "accepted.parquet", tmp_path / "q.parquet",
+             tmp_path / "r.json")
+    split(tmp_path / "accepted.parquet", SplitParams(seed=1), tmp_path / "first")
+    pin = tmp_path / "pinned.txt"
+    pin.write_text((tmp_path / "first" / "test_ids.txt").read_text() + "0000000000000000\n")
+    split(tmp_path / "accepted.parquet", SplitParams(seed=99, test_ids_file=str(pin)), tmp_path / "second")
+    first, second = (set(pd.read_parquet(tmp_path / run / "test.parquet")["id"]) for run in ("first", "second"))
+    assert first == second
+    assert json.loads((tmp_path / "second" / "split.json").read_text())["pinned_ids_not_in_data"] == 1
+    train = set(pd.read_parquet(tmp_path / "second" / "train.parquet")["id"])
+    assert not train & second
+    with pytest.raises(FinsentError, match="split.test_ids_file not found"):
+        split(tmp_path / "accepted.parquet", SplitParams(test_ids_file=str(tmp_path / "nope.txt")), tmp_path / "x")

@@ -41,6 +41,7 @@ class SplitParams:
     seed: int = 42
     test_size: float = 0.2
     val_size: float = 0.1
+    test_ids_file: str | None = None  # pin the test split: a file of ids (e.g. data/pinned/test_ids.txt)
 
 
 @dataclass(frozen=True)

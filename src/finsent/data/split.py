@@ -1,6 +1,8 @@
 """Split stage: deterministic stratified train / validation / test split by seed.
 
 Rows arrive de-duplicated by text id (validate stage), so a sentence can never sit in two splits.
+The test split can be pinned (``split.test_ids_file``: one id per line) so that later retrains are
+compared on the same test rows; every run writes its test ids to ``test_ids.txt`` for pinning.
 """
 
 from __future__ import annotations
@@ -27,14 +29,31 @@ def _stratified(frame: pd.DataFrame, size: float, seed: int) -> tuple[pd.DataFra
     return rest, part
 
 
+def _pinned(frame: pd.DataFrame, ids_file: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    if not ids_file.is_file():
+        raise FinsentError(f"split.test_ids_file not found: {ids_file} (copy a run's "
+                           f"data/processed/split/test_ids.txt there, or set it to null)")
+    ids = {line.strip() for line in ids_file.read_text().splitlines() if line.strip()}
+    inside = frame["id"].isin(ids)
+    return frame[~inside], frame[inside], len(ids) - int(inside.sum())
+
+
 def split(accepted: Path, params: SplitParams, out_dir: Path) -> dict:
     frame = pd.read_parquet(accepted, columns=_KEEP).sort_values("id", kind="stable").reset_index(drop=True)
-    rest, test = _stratified(frame, params.test_size, params.seed)
-    train, val = _stratified(rest, params.val_size / (1 - params.test_size), params.seed)
+    pinned_missing = None
+    if params.test_ids_file:
+        rest, test, pinned_missing = _pinned(frame, Path(params.test_ids_file))
+        train, val = _stratified(rest, params.val_size / (1 - params.test_size), params.seed)
+    else:
+        rest, test = _stratified(frame, params.test_size, params.seed)
+        train, val = _stratified(rest, params.val_size / (1 - params.test_size), params.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, part in zip(SPLITS, (train, val, test)):
         part.sort_values("id", kind="stable").to_parquet(out_dir / f"{name}.parquet", index=False)
         counts[name] = {k: int(v) for k, v in part["label"].value_counts().sort_index().items()}
-    (out_dir / "split.json").write_text(json.dumps({"seed": params.seed, "counts": counts}, indent=2))
+    (out_dir / "test_ids.txt").write_text("".join(f"{i}\n" for i in sorted(test["id"])))
+    summary = {"seed": params.seed, "counts": counts, "test_ids_file": params.test_ids_file,
+               "pinned_ids_not_in_data": pinned_missing}
+    (out_dir / "split.json").write_text(json.dumps(summary, indent=2))
     return counts

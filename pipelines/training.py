@@ -20,7 +20,7 @@ from finsent.config import load_params
 from finsent.evaluate.compare import compare
 from finsent.evaluate.gates import describe, gate
 from finsent.evaluate.report import evaluation_report
-from finsent.promotion import ChampionMoved, promote
+from finsent.promotion import ChampionMoved, promote, record_refusal
 from finsent.registry import champion_bundle, get_or_register, registry_state
 from finsent.versioning import code_revision, lock_text, push, reproduce_stage
 
@@ -86,6 +86,8 @@ def promote_task(root: Path, registration: dict, verdict: dict, compared_with: s
     if not verdict["passed"]:
         decision = f"not promoted: gate failed ({describe(verdict, failed_only=True)})"
         client.set_model_version_tag(params.model_name, version, "finsent.promotion", decision)
+        if registration["new_version"]:  # one refusal per candidate, not one per unchanged re-run
+            record_refusal(client, params, version, decision, registration["run_id"], describe(verdict))
         return {"promoted": False, "decision": decision, "previous_champion": None}
     try:
         event = promote(client, params, version, expected_champion=compared_with, run_id=registration["run_id"],
@@ -94,6 +96,7 @@ def promote_task(root: Path, registration: dict, verdict: dict, compared_with: s
                         gate=describe(verdict))
     except ChampionMoved as exc:
         client.set_model_version_tag(params.model_name, version, "finsent.promotion", f"refused: {exc}")
+        record_refusal(client, params, version, f"refused: {exc}", registration["run_id"], describe(verdict))
         return {"promoted": False, "decision": f"refused: {exc}", "previous_champion": None, "moved": True}
     if event is None:
         return {"promoted": False, "decision": f"v{version} already is champion", "previous_champion": None}

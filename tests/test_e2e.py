@@ -127,8 +127,9 @@ def test_worse_candidate_is_registered_but_never_champion(project, first_run):
     assert "version 2 [no alias] (new version)" in worse.stdout
     assert "(vs champion v1)" in worse.stderr and "gate failed" in worse.stderr
     assert "macro_f1" in worse.stderr and "Traceback" not in worse.stderr
-    history = _finsent(project, "history")
-    assert len(history.stdout.splitlines()) == 1 and "champion: - -> v1" in history.stdout
+    history = _finsent(project, "history").stdout.splitlines()
+    assert len(history) == 2 and "champion: - -> v1" in history[0]
+    assert "v2 NOT promoted (stays v1)" in history[1] and "gate failed" in history[1]
 
 
 def test_better_candidate_becomes_champion_and_rollback_restores(project, first_run):
@@ -140,7 +141,7 @@ def test_better_candidate_becomes_champion_and_rollback_restores(project, first_
     assert "version 3 [champion] (new version)" in better.stdout
     assert "v1 is now previous-champion" in better.stdout and "vs champion v1" in better.stdout
     history = _finsent(project, "history").stdout.splitlines()
-    assert len(history) == 2 and "v1 -> v3" in history[1] and "gates passed against champion v1" in history[1]
+    assert len(history) == 3 and "v1 -> v3" in history[2] and "gates passed against champion v1" in history[2]
     rolled = _finsent(project, "rollback", "--reason", "e2e test")
     assert rolled.returncode == 0 and "v3 -> v1" in rolled.stdout
     assert "rollback: e2e test" in _finsent(project, "history").stdout

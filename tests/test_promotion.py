@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from finsent.config import RegistryParams
 from finsent.errors import FinsentError
-from finsent.promotion import ChampionMoved, champion_at, history, promote, rollback
+from finsent.promotion import ChampionMoved, champion_at, history, promote, record_refusal, rollback
 
 from servers import drop_postgres_database, mlflow_server, postgres_database
 
@@ -87,6 +87,8 @@ def test_history_rollback_and_manual_override(versions):
     client, params, (v1, v2, v3, v4) = versions
     first = promote(client, params, v1, expected_champion=None, reason="first")
     promote(client, params, v2, expected_champion=v1, reason="better")
+    refused = record_refusal(client, params, v4, reason="not promoted: gate failed (macro_f1 0.5 < 0.6)")
+    assert (refused["moved"], refused["candidate"], refused["to_version"]) == (False, v4, v2)
     promote(client, params, v3, expected_champion=v2, reason="better again")
     back = rollback(client, params, reason="v3 misbehaves in production")
     assert (back["from_version"], back["to_version"]) == (v3, v2)
@@ -96,9 +98,9 @@ def test_history_rollback_and_manual_override(versions):
                      actor="manual (test)")
     assert manual["from_version"] == v2 and manual["actor"] == "manual (test)"
     events = history(client, params.model_name)
-    assert [(e["from_version"], e["to_version"]) for e in events] == [(None, v1), (v1, v2), (v2, v3), (v3, v2),
-                                                                      (v2, v4)]
-    assert events[3]["reason"].startswith("rollback: v3 misbehaves")
+    assert [(e["from_version"], e["to_version"], e["moved"]) for e in events] == [
+        (None, v1, True), (v1, v2, True), (v2, v2, False), (v2, v3, True), (v3, v2, True), (v2, v4, True)]
+    assert events[4]["reason"].startswith("rollback: v3 misbehaves")
     assert champion_at(events, first["time"]) == v1
     assert champion_at(events, "1970-01-01T00:00:00+00:00") is None
     assert champion_at(events, "9999-01-01T00:00:00+00:00") == v4

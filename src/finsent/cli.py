@@ -125,9 +125,12 @@ def cmd_history(args) -> None:
     if not events:
         print(f"no alias changes recorded for '{registry.model_name}'")
     for e in events:
-        print(f"#{e['seq']:<3} {e['time']}  {e['alias']}: {('v' + e['from_version']) if e['from_version'] else '-'}"
-              f" -> v{e['to_version']}  by {e['actor']}  run {e.get('run_id') or '-'}  reason: {e['reason']}"
-              + (f"  gates: {e['gate']}" if e.get("gate") else ""))
+        if e.get("moved", True):
+            change = f"{('v' + e['from_version']) if e['from_version'] else '-'} -> v{e['to_version']}"
+        else:
+            change = f"v{e['candidate']} NOT promoted (stays {('v' + e['to_version']) if e['to_version'] else 'none'})"
+        print(f"#{e['seq']:<3} {e['time']}  {e['alias']}: {change}  by {e['actor']}  run {e.get('run_id') or '-'}"
+              f"  reason: {e['reason']}" + (f"  gates: {e['gate']}" if e.get("gate") and e.get("moved", True) else ""))
 
 
 def cmd_rollback(args) -> None:

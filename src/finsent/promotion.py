@@ -5,7 +5,8 @@ registered model named ``<model>--promotion-lock`` whose creation is atomic in e
 backend (unique name). Under the lock the champion is re-read; if it is no longer the version
 the candidate was compared against, the promotion is refused instead of overwriting it.
 Every alias move is appended to the model's alias history (registered-model tags
-``finsent.history.NNNNNN``, JSON), which answers "what was in production at time X".
+``finsent.history.NNNNNN``, JSON), which answers "what was in production at time X"; so is every
+refusal to promote a candidate (``moved: false``), so each decision can be explained later.
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ def history(client: MlflowClient, model_name: str) -> list[dict]:
     return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(HISTORY_PREFIX))]
 
 
-def _record(client: MlflowClient, model_name: str, **event) -> dict:
+def _record(client: MlflowClient, model_name: str, moved: bool = True, **event) -> dict:
+    """Append one decision to the history (call under the promotion lock: the sequence number is read here)."""
     events = history(client, model_name)
-    event = {"seq": (events[-1]["seq"] + 1) if events else 1, "time": _now(), **event}
+    event = {"seq": (events[-1]["seq"] + 1) if events else 1, "time": _now(), "moved": moved, **event}
     client.set_registered_model_tag(model_name, f"{HISTORY_PREFIX}{event['seq']:06d}", json.dumps(event))
     return event
 
@@ -144,17 +146,27 @@ def rollback(client: MlflowClient, params: RegistryParams, reason: str, actor: s
         if previous is None:
             raise FinsentError(f"'{params.model_name}' has no '{params.previous_alias}' alias: nothing to roll back to")
         before = next((e["from_version"] for e in reversed(history(client, params.model_name))
-                       if e["alias"] == params.champion_alias and e["to_version"] == previous), None)
+                       if e["alias"] == params.champion_alias and e["to_version"] == previous and e.get("moved", True)), None)
         _move(client, params, params.champion_alias, previous)
         _move(client, params, params.previous_alias, before if before not in (current, previous) else None)
         return _record(client, params.model_name, alias=params.champion_alias, from_version=current,
                        to_version=previous, run_id=None, actor=actor, reason=f"rollback: {reason}", gate=None)
 
 
+def record_refusal(client: MlflowClient, params: RegistryParams, version: str, reason: str,
+                   run_id: str | None = None, gate: str | None = None) -> dict:
+    """Record that ``version`` was not made champion, and why; the champion stays where it is."""
+    with promotion_lock(client, params.model_name):
+        current = alias_version(client, params.model_name, params.champion_alias)
+        return _record(client, params.model_name, moved=False, alias=params.champion_alias, from_version=current,
+                       to_version=current, candidate=str(version), run_id=run_id, actor="flow", reason=reason,
+                       gate=gate)
+
+
 def champion_at(events: list[dict], when: str, alias: str = "champion") -> str | None:
     """The version that held ``alias`` at ISO time ``when`` (None if none did)."""
     holder = None
     for event in events:
-        if event["alias"] == alias and event["time"] <= when:
+        if event["alias"] == alias and event.get("moved", True) and event["time"] <= when:
             holder = event["to_version"]
     return holder

@@ -17,11 +17,12 @@ from prefect.states import Failed
 
 from finsent import layout
 from finsent.config import load_params
+from finsent.data.drift import check_drift, describe as describe_drift, stop_reason
 from finsent.evaluate.compare import compare
 from finsent.evaluate.gates import describe, gate
 from finsent.evaluate.report import evaluation_report
 from finsent.promotion import ChampionMoved, promote, record_refusal
-from finsent.registry import champion_bundle, get_or_register, registry_state
+from finsent.registry import champion_bundle, champion_profile, get_or_register, registry_state
 from finsent.versioning import code_revision, lock_text, push, reproduce_stage
 
 NETWORK_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # registry / remote calls
@@ -38,6 +39,18 @@ def _read(root: Path, path: str) -> dict:
 @task(name="stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5)
 def stage_task(root: Path, stage: str) -> dict:
     return reproduce_stage(root, stage)
+
+
+@task(name="champion-data-profile", **NETWORK_RETRIES)
+def reference_task(root: Path) -> tuple[dict | None, str]:
+    return champion_profile(_params(root).registry)
+
+
+@task(name="data-drift")
+def drift_task(root: Path, reference: tuple[dict | None, str]) -> dict:
+    profile, name = reference
+    return check_drift(profile, name, root / layout.DATA_PROFILE, _params(root).validation.drift,
+                       root / layout.DRIFT_REPORT)
 
 
 @task(name="registry-state", **NETWORK_RETRIES)
@@ -71,7 +84,8 @@ def gate_task(root: Path) -> dict:
 def register_task(root: Path, state: dict, verdict: dict) -> dict:
     lineage = {"code": code_revision(root), "dvc_lock": lock_text(root),
                "base_model": _read(root, layout.TRAIN_REPORT)["base_model"],
-               "validation": _read(root, layout.VALIDATION_REPORT)["accounting"], "gate": verdict}
+               "validation": _read(root, layout.VALIDATION_REPORT)["accounting"],
+               "drift": _read(root, layout.DRIFT_REPORT), "gate": verdict}
     return get_or_register(root, _params(root), state, verdict, lineage)
 
 
@@ -135,7 +149,15 @@ def training_flow(project_dir: str) -> dict:
         stages.append(outcome)
         if outcome["error"]:
             return Failed(message=f"stage '{name}': {outcome['error']}")
-        print(f"  {name:<9} {'done' if outcome['ran'] else 'unchanged, skipped (DVC cache)'}", flush=True)
+        done = "hashed the inputs" if name == "sources" else "done"
+        print(f"  {name:<9} {done if outcome['ran'] else 'unchanged, skipped (DVC cache)'}", flush=True)
+        if name == "validate":  # drift is judged before any training time is spent
+            drift = drift_task(root, reference_task(root))
+            if stop_reason(drift):
+                return Failed(message=stop_reason(drift))
+            print(f"  {'drift':<9} " + (f"vs {drift['reference']}: {describe_drift(drift)}"
+                                        + (" -- DRIFTED (warning)" if drift["drifted"] else "")
+                                        if drift["compared"] else drift["why"]), flush=True)
     state = state_task(root)
     comparison = compare_task(root, state)
     verdict = gate_task(root)
@@ -144,5 +166,5 @@ def training_flow(project_dir: str) -> dict:
                              (state["champion"] if state["champion"] == state["existing_version"] else None))
     report_task(root, registration, verdict, promotion)
     pushed = push_task(root)
-    return {"stages": stages, "gate": verdict, "registration": registration, "promotion": promotion,
+    return {"stages": stages, "drift": drift, "gate": verdict, "registration": registration, "promotion": promotion,
             "comparison": comparison, "pushed_files": pushed, "metrics": _read(root, layout.METRICS)}

@@ -45,3 +45,15 @@ def sentences(n_per_label: int = 12) -> pd.DataFrame:
     rows = [{"text": template.format(i), "label": label} for label, template in templates.items()
             for i in range(n_per_label)]
     return pd.DataFrame(rows)
+
+
+def ingest_frame(frame: pd.DataFrame, folder: Path) -> Path:
+    """Write ``frame`` as a CSV source and run the real sources + ingest functions on it."""
+    from finsent.config import DataParams
+    from finsent.data.ingest import ingest
+    from finsent.data.sources import manifest
+
+    frame.to_csv(folder / "raw.csv", index=False)
+    data = DataParams(sources=[str(folder / "raw.csv")])
+    ingest(manifest(data)["files"], LABELS, data, folder / "ingested.parquet")
+    return folder / "ingested.parquet"

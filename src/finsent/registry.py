@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -77,6 +78,8 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
         mlflow.log_metrics({k: float(train[k]) for k in ("trainable_params", "total_params", "trainable_pct",
                                                           "adapter_bytes")})
         mlflow.log_metrics({f"data_{k}": float(v) for k, v in lineage.get("validation", {}).items()})
+        mlflow.log_metrics({f"drift_{c['check']}": float(c["observed"])
+                            for c in lineage.get("drift", {}).get("checks", [])})
         mlflow.set_tags({"finsent.version": __version__, FINGERPRINT_TAG: fingerprint,
                          "finsent.gate": "passed" if verdict["passed"] else "failed",
                          "git.commit": str(lineage["code"].get("commit")),
@@ -121,6 +124,25 @@ def champion_bundle(params: RegistryParams, version: str, into: Path) -> Path:
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{params.model_name}/{version}", dst_path=str(into)))
     artifacts = Model.load(str(local)).flavors["python_function"]["artifacts"]
     return local / artifacts[BUNDLE_ARTIFACT]["path"]
+
+
+def champion_profile(params: RegistryParams) -> tuple[dict | None, str]:
+    """The data profile logged with the champion's run (its training data, summarised) -> (profile, name)."""
+    from finsent.promotion import alias_version
+
+    client = MlflowClient()
+    version = alias_version(client, params.model_name, params.champion_alias)
+    if version is None:
+        return None, f"'{params.champion_alias}' (no champion yet)"
+    name = f"{params.model_name}@{params.champion_alias} (v{version})"
+    run_id = client.get_model_version(params.model_name, version).run_id
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=layout.DATA_PROFILE,
+                                                        dst_path=scratch)
+        except (MlflowException, OSError):
+            return None, name + ", whose run has no data profile"
+        return json.loads(Path(local).read_text()), name
 
 
 def registry_state(root: Path, params: Params) -> dict:

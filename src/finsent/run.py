@@ -14,7 +14,7 @@ from finsent.runtime import tracking_uri
 
 
 def set_data_source(params_file: Path, data: str, data_format: str | None) -> str:
-    """Point data.path (and data.format) at ``data`` in params.yaml, keeping its comments.
+    """Make ``data`` (a file or drop folder) the only source in params.yaml, keeping its comments.
 
     Written to the file, like ``dvc exp run --set-param``, so dvc.lock records the source used.
     Returns the previous text so a failed run can restore it.
@@ -22,14 +22,14 @@ def set_data_source(params_file: Path, data: str, data_format: str | None) -> st
     from ruamel.yaml import YAML
 
     source = Path(data).expanduser()
-    if not source.is_file():
-        raise FinsentError(f"data file not found: {data}" if not source.exists() else f"not a file: {data}")
+    if not source.exists():
+        raise FinsentError(f"data source not found: {data}")
     original = params_file.read_text(encoding="utf-8")
     yaml = YAML()
     document = yaml.load(original)
     root = params_file.parent.resolve()
     resolved = source.resolve()
-    document["data"]["path"] = str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
+    document["data"]["sources"] = [str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)]
     document["data"]["format"] = data_format or "auto"
     with params_file.open("w", encoding="utf-8") as handle:
         yaml.dump(document, handle)
@@ -62,7 +62,7 @@ def run(root: Path, data: str | None = None, data_format: str | None = None) -> 
     restore = set_data_source(params_file, data, data_format) if data else None
     try:
         params = load_params(params_file)
-        print(f"finsent: training on {params.data.path} (params: {params_file})", flush=True)
+        print(f"finsent: training on {', '.join(map(str, params.data.sources))} (params: {params_file})", flush=True)
         sys.path.insert(0, str(root))
         from pipelines.training import training_flow  # imports prefect, which sets up its log handlers
 
@@ -92,7 +92,7 @@ def print_summary(root: Path, params, result: dict) -> None:
 
     registration, metrics, promotion = result["registration"], result["metrics"], result["promotion"]
     trained = any(s["ran"] for s in result["stages"] if s["stage"] == "train")
-    if not any(s["ran"] for s in result["stages"]):
+    if not any(s["ran"] for s in result["stages"] if s["stage"] != "sources"):  # sources always re-hashes
         print("finsent: nothing changed since the last run: no stage ran, nothing trained."
               if not registration["new_version"] else "finsent: no stage ran (outputs from the DVC cache).")
     aliases = ", ".join(aliases_of(MlflowClient(), registration["model_name"], registration["version"])) or "no alias"

@@ -1,7 +1,7 @@
 """Validate stage: Great Expectations suites, quarantine and the row accounting.
 
-Row-level expectations (text present, length within bounds, no control characters or binary,
-label in the label set) decide per row: failing rows go to the quarantine file with the failed
+Row-level expectations (text present, length within bounds, no control characters, binary or
+undecodable bytes, no spreadsheet-formula prefix, label present and in the label set) decide per row: failing rows go to the quarantine file with the failed
 expectation(s) as the reason, and do not fail the run. Dataset-level expectations (duplicate rate
 on the ingested rows; columns, minimum rows and a minimum share per class on the accepted rows)
 fail the stage with the check's name, the observed value and the threshold.
@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from finsent.config import ValidationParams
+from finsent.data.drift import profile
+from finsent.data.gx_project import run_suite
 from finsent.data.ingest import CANONICAL_COLUMNS
 from finsent.errors import FinsentError
 
@@ -23,15 +25,27 @@ _ROW = "_row"  # positional row key handed to GX so it can name the failing rows
 CONTROL_CHARACTERS = r"[\x00-\x08\x0e-\x1f\x7f\ufffd]"  # binary bytes, or bytes that failed to decode
 
 
+# A cell starting like a spreadsheet formula (=, @, or +/- then a function or a pipe) runs code when
+# an analyst opens a CSV export of the data in Excel: no training sentence looks like that.
+FORMULA_PREFIX = r"^\s*(?:=|@|[+-]\s*[A-Za-z_][A-Za-z0-9_.]*\s*[(|!])"
+
+
 def _row_expectations(labels: list[str], params: ValidationParams) -> list:
+    """Each expectation's ``meta.reason`` is what a quarantined row carries as its reason."""
     import great_expectations.expectations as gxe
 
     return [
-        gxe.ExpectColumnValuesToNotBeNull(column="text"),
+        gxe.ExpectColumnValuesToNotBeNull(column="text", meta={"reason": "text_missing"}),
         gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=params.min_text_chars,
-                                                max_value=params.max_text_chars),
-        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_CHARACTERS),
-        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)),
+                                                max_value=params.max_text_chars,
+                                                meta={"reason": "text_length_out_of_bounds"}),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_CHARACTERS,
+                                              meta={"reason": "control_characters_or_undecodable_bytes"}),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=FORMULA_PREFIX,
+                                              meta={"reason": "formula_injection"}),
+        gxe.ExpectColumnValuesToNotBeNull(column="label", meta={"reason": "label_missing"}),
+        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels),
+                                        meta={"reason": "label_not_in_label_set"}),
     ]
 
 
@@ -59,26 +73,6 @@ def _dataset_expectations(labels: list[str], params: ValidationParams) -> list:
     ]
 
 
-def run_suite(frame: pd.DataFrame, name: str, expectations: list, per_row: bool = False) -> dict:
-    """Validate ``frame`` with a GX 1.x suite; return the result as a JSON-able dict.
-
-    ``per_row``: also return the failing rows' ``_ROW`` keys (the frame must have that column)."""
-    import great_expectations as gx
-
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas(name=f"{name}_source")
-    batch_definition = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result_format = ({"result_format": "COMPLETE", "unexpected_index_column_names": [_ROW]} if per_row
-                     else {"result_format": "SUMMARY"})
-    result = batch.validate(suite, result_format=result_format)
-    return result.to_json_dict()
-
-
 def _failed_rows(result: dict) -> dict[int, list[str]]:
     """Row position -> names of the row-level expectations it failed."""
     reasons: dict[int, list[str]] = {}
@@ -86,7 +80,7 @@ def _failed_rows(result: dict) -> dict[int, list[str]]:
         if check["success"]:
             continue
         config = check["expectation_config"]
-        label = f"{config['type']}({config['kwargs'].get('column', '')})"
+        label = (config.get("meta") or {}).get("reason") or f"{config['type']}({config['kwargs'].get('column', '')})"
         for entry in check["result"].get("unexpected_index_list") or []:
             reasons.setdefault(int(entry[_ROW]), []).append(label)
     return reasons
@@ -101,6 +95,25 @@ def _observed(check: dict):
     return result.get("observed_value", result.get("unexpected_count"))
 
 
+def _compact(result: dict) -> dict:
+    """The GX result without the per-row lists (the quarantine file holds those rows, reasons included)
+    and with long sample values cut, so a 10 MB row does not make a 10 MB report."""
+    def cut(value):
+        return value[:200] + "..." if isinstance(value, str) and len(value) > 200 else value
+
+    result = json.loads(json.dumps(result, default=str))
+    for check in result["results"]:
+        for key in ("unexpected_list", "unexpected_index_list", "unexpected_index_query"):
+            check["result"].pop(key, None)
+        for key in ("partial_unexpected_list", "partial_unexpected_index_list"):
+            if key in check["result"]:
+                check["result"][key] = [cut(v) for v in check["result"][key]]
+        counts = check["result"].get("partial_unexpected_counts") or []
+        for entry in counts:
+            entry["value"] = cut(entry.get("value"))
+    return result
+
+
 def _summarise(result: dict) -> list[dict]:
     return [{"check": (c["expectation_config"].get("meta") or {}).get("check"),
              "expectation": c["expectation_config"]["type"],
@@ -110,13 +123,17 @@ def _summarise(result: dict) -> list[dict]:
             for c in result["results"]]
 
 
-def validate(ingested: Path, labels: list[str], params: ValidationParams,
-             accepted_out: Path, quarantine_out: Path, report_out: Path) -> dict:
+def validate(ingested: Path, labels: list[str], params: ValidationParams, accepted_out: Path,
+             quarantine_out: Path, report_out: Path, gx_project: Path | None = None,
+             docs_dir: Path | None = None, profile_out: Path | None = None) -> dict:
+    """``gx_project``: the folder holding ``gx/`` (file-backed suites, stored results, Data Docs built into
+    ``docs_dir``); None runs the same suites in an ephemeral context."""
+    gx = {"project": gx_project, "docs_dir": docs_dir}
     frame = pd.read_parquet(ingested).reset_index(drop=True)
     rows_read = len(frame)
     checked = frame.assign(**{_ROW: range(rows_read)})
-    row_result = run_suite(checked, "finsent_rows", _row_expectations(labels, params), per_row=True)
-    duplicate_result = run_suite(frame, "finsent_duplicates", _duplicate_expectations(params))
+    row_result = run_suite(checked, "finsent_rows", _row_expectations(labels, params), row_key=_ROW, **gx)
+    duplicate_result = run_suite(frame, "finsent_duplicates", _duplicate_expectations(params), **gx)
     reasons = _failed_rows(row_result)
     bad = checked[_ROW].isin(reasons)
     quarantined = frame[bad].assign(reason=[", ".join(reasons[i]) for i in checked.loc[bad, _ROW]])
@@ -136,12 +153,12 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams,
         raise FinsentError(f"row accounting broken: {accounting}")
 
     dataset_result = run_suite(accepted.reset_index(drop=True), "finsent_dataset",
-                               _dataset_expectations(labels, params))
+                               _dataset_expectations(labels, params), **gx)
     dataset_checks = _summarise(duplicate_result) + _summarise(dataset_result)
     report = {"success": all(c["success"] for c in dataset_checks), "accounting": accounting,
               "label_counts": {k: int(v) for k, v in accepted["label"].value_counts().sort_index().items()},
               "row_checks": _summarise(row_result), "dataset_checks": dataset_checks,
-              "gx": {"rows": row_result, "duplicates": duplicate_result, "dataset": dataset_result}}
+              "gx": {"rows": _compact(row_result), "duplicates": duplicate_result, "dataset": dataset_result}}
     for path in (accepted_out, quarantine_out, report_out):
         path.parent.mkdir(parents=True, exist_ok=True)
     report_out.write_text(json.dumps(report, indent=2, default=str))
@@ -153,4 +170,6 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams,
         raise FinsentError(f"dataset check failed: {named} ({accounting['rows_accepted']} rows accepted, "
                            f"{accounting['rows_quarantined']} quarantined -> {quarantine_out})")
     accepted.to_parquet(accepted_out, index=False)
+    if profile_out is not None:  # what later datasets are compared with for drift
+        profile_out.write_text(json.dumps(profile(accepted, labels), indent=1) + "\n")
     return report

@@ -1,0 +1,114 @@
+"""Great Expectations 1.x: run one suite on a DataFrame, in the project's file-backed GX context.
+
+The context lives in ``<project>/gx/`` (committed: suites, checkpoints, validation definitions;
+``gx/uncommitted/`` holds the stored results and is git-ignored by GX itself). Every run writes the
+suite from params (thresholds may have changed), stores the result, and rebuilds the Data Docs
+site into ``docs_dir`` (a DVC output, logged to the MLflow run). Without a project (``finsent
+validate`` outside one, unit tests) the same suite runs in an ephemeral context and builds no docs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+SITE = "local_site"
+KEEP_RESULTS = 5  # stored results per suite; GX keeps every one forever and rebuilds the index from all
+
+
+def _quiet(context) -> None:
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    if (context.variables.progress_bars or {}).get("globally") is not False:  # a tqdm bar per suite otherwise
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        context.variables.save()
+
+
+def _docs_site(context, docs_dir: Path) -> None:
+    base = os.path.relpath(docs_dir.resolve(), context.root_directory)  # relative: the yml stays portable
+    site = {"class_name": "SiteBuilder", "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": base},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}
+    sites = context.list_data_docs_sites()
+    if sites.get(SITE) != site:
+        (context.update_data_docs_site if SITE in sites else context.add_data_docs_site)(SITE, site)
+
+
+def _batch_definition(context, name: str):
+    try:
+        source = context.data_sources.get(name)
+    except LookupError:
+        source = context.data_sources.add_pandas(name=name)
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name=name)
+    try:
+        return asset.get_batch_definition(name)
+    except LookupError:
+        return asset.add_batch_definition_whole_dataframe(name)
+
+
+def _suite(context, name: str, expectations: list):
+    """Create or update the suite, keeping the ids of unchanged expectations so the committed JSON only
+    changes when a threshold does (GX 1.24's add_or_update compares ids too and would renew them all)."""
+    import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
+
+    def key(expectation) -> str:
+        return json.dumps({k: v for k, v in expectation.configuration.to_json_dict().items() if k != "id"},
+                          sort_keys=True, default=str)
+
+    suite = gx.ExpectationSuite(name=name, expectations=[copy.copy(e) for e in expectations])
+    try:
+        ids = {key(e): e.id for e in context.suites.get(name).expectations}
+    except DataContextError:
+        ids = {}
+    for expectation in suite.expectations:
+        expectation.id = ids.get(key(expectation))
+    return context.suites.add_or_update(suite)
+
+
+def _prune(context, name: str) -> None:
+    store = context.validation_results_store
+    old = sorted((k for k in store.list_keys() if k.expectation_suite_identifier.name == name),
+                 key=lambda k: k.run_id.run_time)
+    for stale in old[: max(0, len(old) - (KEEP_RESULTS - 1))]:
+        store.remove_key(stale)
+
+
+def run_suite(frame: pd.DataFrame, name: str, expectations: list, row_key: str | None = None,
+              project: Path | None = None, docs_dir: Path | None = None) -> dict:
+    """Validate ``frame``; -> the GX result as a JSON-able dict.
+
+    ``row_key``: a column of ``frame`` naming each row; the result then lists every failing row by it."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [row_key]} if row_key else \
+        {"result_format": "SUMMARY"}
+    if project is None:
+        context = gx.get_context(mode="ephemeral")
+        _quiet(context)
+        batch = _batch_definition(context, name).get_batch(batch_parameters={"dataframe": frame})
+        suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+        return batch.validate(suite, result_format=result_format).to_json_dict()
+    context = gx.get_context(mode="file", project_root_dir=str(project))
+    _quiet(context)
+    if docs_dir is not None:
+        _docs_site(context, docs_dir)
+    validation = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=_batch_definition(context, name),
+                                suite=_suite(context, name, expectations)))
+    actions = [UpdateDataDocsAction(name="update_data_docs", site_names=[SITE])] if docs_dir is not None else []
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=name, validation_definitions=[validation], result_format=result_format, actions=actions))
+    _prune(context, name)
+    (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
+    return result.to_json_dict()

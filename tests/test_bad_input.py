@@ -118,7 +118,7 @@ def test_unknown_encoding_name(tmp_path):
     fails(tmp_path, r"unknown data.encoding 'klingon'", write(tmp_path, "a.csv", good_csv()), encoding="klingon")
 
 
-def test_directory_without_data_files(tmp_path):
+def test_directory_instead_of_a_file_is_a_drop_folder_and_must_hold_data(tmp_path):
     (tmp_path / "incoming" / "sub").mkdir(parents=True)
     write(tmp_path, "incoming/.gitkeep", b"")
     fails(tmp_path, r"drop folder .*incoming holds no data files", tmp_path / "incoming")
@@ -180,6 +180,7 @@ def test_ten_megabyte_single_row(tmp_path):
     source = write(tmp_path, "huge.csv", good_csv("\"" + "Profit rose. " * 800_000 + "\",positive\n"))
     _, accepted, quarantined = run(tmp_path, source)
     assert quarantined["reason"].tolist() == ["text_length_out_of_bounds"]
+    assert quarantined["expectations"].tolist() == ["expect_column_value_lengths_to_be_between(text)"]
     assert len(quarantined["text"].iloc[0]) > 10_000_000 - 1_000_000  # kept whole: nothing lost
     assert len(accepted) == 5
 

@@ -45,7 +45,8 @@ def cmd_stage(args) -> None:
         report = validate(Path(args.input), params.labels, params.validation, Path(args.out),
                           Path(args.quarantine), Path(args.report), gx_project=project_root(),
                           docs_dir=Path(args.docs) if args.docs else None,
-                          profile_out=Path(args.profile) if args.profile else None)
+                          profile_out=Path(args.profile) if args.profile else None,
+                          metrics_out=Path(args.metrics) if args.metrics else None)
         result = {"accounting": report["accounting"], "label_counts": report["label_counts"]}
     elif args.stage == "split":
         from finsent.data.split import split
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--quarantine", help="validate: quarantine file")
     stage.add_argument("--docs", help="validate: folder for the GX Data Docs site")
     stage.add_argument("--profile", help="validate: data profile of the accepted rows (for drift)")
+    stage.add_argument("--metrics", help="validate: row accounting as a DVC metrics file")
     stage.add_argument("--report", help="ingest/validate/train: report file")
     stage.set_defaults(func=cmd_stage)
 

@@ -1,6 +1,8 @@
 """Where the flow finds the stage outputs it reads (the paths dvc.yaml declares), and its own reports."""
 
 VALIDATION_REPORT = "reports/validation.json"
+QUARANTINE = "data/quarantine/quarantine.parquet"
+DATA_METRICS = "reports/data_metrics.json"  # the accounting, as DVC metrics
 DATA_PROFILE = "reports/data_profile.json"  # the accepted data, summarised for drift checks
 DRIFT_REPORT = "reports/drift.json"
 SPLIT_DIR = "data/processed/split"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from finsent import layout
 from finsent.config import load_params
 from finsent.errors import FinsentError, GateFailed
+from finsent.data.drift import describe as describe_drift
 from finsent.evaluate.gates import describe
 from finsent.runtime import tracking_uri
 
@@ -99,6 +101,12 @@ def print_summary(root: Path, params, result: dict) -> None:
     state = "new version" if registration["new_version"] else "already registered"
     print(f"finsent: model '{registration['model_name']}' version {registration['version']} [{aliases}] ({state})")
     print(f"  decision: {promotion['decision']}")
+    data = json.loads((root / layout.VALIDATION_REPORT).read_text())["accounting"]
+    print(f"  data: read {data['rows_read']} = accepted {data['rows_accepted']} + quarantined "
+          f"{data['rows_quarantined']} ({layout.QUARANTINE}) + duplicates merged {data['duplicates_merged']}")
+    drift = result["drift"]
+    print(f"  drift: {'vs ' + drift['reference'] + ': ' + describe_drift(drift) if drift['compared'] else drift['why']}"
+          + (" -- DRIFTED" if drift["drifted"] else ""))
     print(f"  test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
           f"(95 % CI {metrics['macro_f1_ci_low']:.3f}-{metrics['macro_f1_ci_high']:.3f}) "
           f"on {metrics['test_rows']} held-out sentences; ECE {metrics['ece']:.3f}")

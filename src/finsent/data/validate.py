@@ -73,16 +73,17 @@ def _dataset_expectations(labels: list[str], params: ValidationParams) -> list:
     ]
 
 
-def _failed_rows(result: dict) -> dict[int, list[str]]:
-    """Row position -> names of the row-level expectations it failed."""
-    reasons: dict[int, list[str]] = {}
+def _failed_rows(result: dict) -> dict[int, list[tuple[str, str]]]:
+    """Row position -> (reason, GX expectation) of each row-level expectation it failed."""
+    reasons: dict[int, list[tuple[str, str]]] = {}
     for check in result["results"]:
         if check["success"]:
             continue
         config = check["expectation_config"]
-        label = (config.get("meta") or {}).get("reason") or f"{config['type']}({config['kwargs'].get('column', '')})"
+        expectation = f"{config['type']}({config['kwargs'].get('column', '')})"
+        reason = (config.get("meta") or {}).get("reason") or expectation
         for entry in check["result"].get("unexpected_index_list") or []:
-            reasons.setdefault(int(entry[_ROW]), []).append(label)
+            reasons.setdefault(int(entry[_ROW]), []).append((reason, expectation))
     return reasons
 
 
@@ -125,7 +126,8 @@ def _summarise(result: dict) -> list[dict]:
 
 def validate(ingested: Path, labels: list[str], params: ValidationParams, accepted_out: Path,
              quarantine_out: Path, report_out: Path, gx_project: Path | None = None,
-             docs_dir: Path | None = None, profile_out: Path | None = None) -> dict:
+             docs_dir: Path | None = None, profile_out: Path | None = None,
+             metrics_out: Path | None = None) -> dict:
     """``gx_project``: the folder holding ``gx/`` (file-backed suites, stored results, Data Docs built into
     ``docs_dir``); None runs the same suites in an ephemeral context."""
     gx = {"project": gx_project, "docs_dir": docs_dir}
@@ -136,13 +138,16 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams, accept
     duplicate_result = run_suite(frame, "finsent_duplicates", _duplicate_expectations(params), **gx)
     reasons = _failed_rows(row_result)
     bad = checked[_ROW].isin(reasons)
-    quarantined = frame[bad].assign(reason=[", ".join(reasons[i]) for i in checked.loc[bad, _ROW]])
+    failed = [reasons[i] for i in checked.loc[bad, _ROW]]
+    quarantined = frame[bad].assign(reason=[", ".join(r for r, _ in f) for f in failed],
+                                    expectations=[", ".join(e for _, e in f) for f in failed])
     passed = frame[~bad]
 
     # Same text, different labels: the truth is unknown, so quarantine every copy rather than guess.
     label_sets = passed.groupby("id")["label"].nunique()
     conflicting = passed["id"].isin(label_sets[label_sets > 1].index)
-    quarantined = pd.concat([quarantined, passed[conflicting].assign(reason="conflicting_labels_for_same_text")])
+    quarantined = pd.concat([quarantined, passed[conflicting].assign(reason="conflicting_labels_for_same_text",
+                                                                     expectations="")])
     passed = passed[~conflicting]
     accepted = passed.drop_duplicates(subset=["id"], keep="first")
     duplicates_merged = len(passed) - len(accepted)
@@ -163,6 +168,10 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams, accept
         path.parent.mkdir(parents=True, exist_ok=True)
     report_out.write_text(json.dumps(report, indent=2, default=str))
     quarantined.to_parquet(quarantine_out, index=False)
+    if metrics_out is not None:  # `dvc metrics show` / `dvc metrics diff` across runs
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps({**accounting, "dataset_checks_passed": report["success"],
+                                           "label_counts": report["label_counts"]}, indent=2) + "\n")
     if not report["success"]:
         failed = [c for c in report["dataset_checks"] if not c["success"]]
         named = "; ".join(f"{c['check']} ({c['expectation']}): observed {c['observed']}, threshold {c['threshold']}"

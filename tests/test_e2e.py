@@ -3,58 +3,26 @@ sample data, in a scratch copy of the project; then the registered champion is l
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-COPY = ["src", "pipelines", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore", "data/pinned",
-        "pyproject.toml", "gx"]
-FINSENT = str(Path(sys.executable).parent / "finsent")
+from projects import finsent, make_project, set_params
 
 pytestmark = pytest.mark.e2e
 
 
-def _finsent(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    env.update(HF_HUB_OFFLINE="1", CI="true")
-    return subprocess.run([FINSENT, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("e2e") / "project"
-    for item in COPY:
-        target = root / item
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (REPO / item).is_dir():
-            shutil.copytree(REPO / item, target, ignore=shutil.ignore_patterns("uncommitted", "__pycache__"))
-        else:
-            shutil.copy(REPO / item, target)
-    sample = pd.read_csv(REPO / "data" / "sample" / "financial_news.csv")
-    small = sample.groupby("label", group_keys=False).head(60)
-    small.to_csv(root / "data" / "slice.csv", index=False)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["sources"] = ["data/slice.csv"]
-    params["train"].update(epochs=3, batch_size=16)
     # this test checks the path, not the quality: absolute floors off, relative gates as shipped
-    params["gate"].update(min_macro_f1=0.0, min_accuracy=0.0, min_class_recall=0.0, max_ece=1.0)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "e2e"]):
-        subprocess.run(command, cwd=root, check=True)
-    return root
+    return make_project(tmp_path_factory.mktemp("e2e") / "project", 60, train={"epochs": 3, "batch_size": 16},
+                        gate={"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, "max_ece": 1.0})
 
 
 @pytest.fixture(scope="module")
 def first_run(project):
-    return _finsent(project, "run")
+    return finsent(project, "run")
 
 
 def test_first_run_registers_a_champion(project, first_run):
@@ -70,7 +38,7 @@ def test_first_run_registers_a_champion(project, first_run):
 
 
 def test_second_run_trains_nothing(project, first_run):
-    again = _finsent(project, "run")
+    again = finsent(project, "run")
     assert again.returncode == 0, again.stderr
     assert "nothing changed since the last run" in again.stdout
     assert "train     unchanged, skipped" in again.stdout
@@ -110,7 +78,7 @@ def test_champion_loads_offline_and_predicts(project, first_run):
     assert list(result.columns) == ["label", "prob_negative", "prob_neutral", "prob_positive"]
     assert result.filter(like="prob_").sum(axis=1).round(5).eq(1.0).all()
 
-    cli = _finsent(project, "predict", "Operating profit rose 20 %")
+    cli = finsent(project, "predict", "Operating profit rose 20 %")
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.split()[0] in {"negative", "neutral", "positive"}
 
@@ -130,7 +98,7 @@ def test_bad_input_is_one_line_and_moves_no_alias(project, first_run, tmp_path, 
     client = mlflow.MlflowClient(f"sqlite:///{project / '.finsent' / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("finsent-sentiment", "champion").version
     versions = len(client.search_model_versions("name = 'finsent-sentiment'"))
-    result = _finsent(project, "run", "--data", str(source))
+    result = finsent(project, "run", "--data", str(source))
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.strip()]
@@ -140,35 +108,28 @@ def test_bad_input_is_one_line_and_moves_no_alias(project, first_run, tmp_path, 
     assert len(client.search_model_versions("name = 'finsent-sentiment'")) == versions
 
 
-def _set_params(project: Path, **sections) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def test_worse_candidate_is_registered_but_never_champion(project, first_run):
-    _set_params(project, train={"learning_rate": 0.0})  # 0 effective steps: a random head
-    worse = _finsent(project, "run")
+    set_params(project, train={"learning_rate": 0.0})  # 0 effective steps: a random head
+    worse = finsent(project, "run")
     assert worse.returncode == 1, worse.stdout + worse.stderr
     assert "version 2 [no alias] (new version)" in worse.stdout
     assert "(vs champion v1)" in worse.stderr and "gate failed" in worse.stderr
     assert "macro_f1" in worse.stderr and "Traceback" not in worse.stderr
-    history = _finsent(project, "history").stdout.splitlines()
+    history = finsent(project, "history").stdout.splitlines()
     assert len(history) == 2 and "champion: - -> v1" in history[0]
     assert "v2 NOT promoted (stays v1)" in history[1] and "gate failed" in history[1]
 
 
 def test_better_candidate_becomes_champion_and_rollback_restores(project, first_run):
     # relative tolerance opened so the mechanics, not a coin flip on 36 test rows, decide this test
-    _set_params(project, train={"learning_rate": 0.001, "epochs": 4},
+    set_params(project, train={"learning_rate": 0.001, "epochs": 4},
                 gate={"max_macro_f1_drop": 1.0, "max_class_recall_drop": 1.0})
-    better = _finsent(project, "run")
+    better = finsent(project, "run")
     assert better.returncode == 0, better.stdout + better.stderr
     assert "version 3 [champion] (new version)" in better.stdout
     assert "v1 is now previous-champion" in better.stdout and "vs champion v1" in better.stdout
-    history = _finsent(project, "history").stdout.splitlines()
+    history = finsent(project, "history").stdout.splitlines()
     assert len(history) == 3 and "v1 -> v3" in history[2] and "gates passed against champion v1" in history[2]
-    rolled = _finsent(project, "rollback", "--reason", "e2e test")
+    rolled = finsent(project, "rollback", "--reason", "e2e test")
     assert rolled.returncode == 0 and "v3 -> v1" in rolled.stdout
-    assert "rollback: e2e test" in _finsent(project, "history").stdout
+    assert "rollback: e2e test" in finsent(project, "history").stdout

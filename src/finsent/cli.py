@@ -109,6 +109,47 @@ def cmd_run(args) -> None:
     run(project_root(), data=args.data, data_format=args.format)
 
 
+def cmd_lineage(args) -> None:
+    """`lineage REF` prints the chain; `lineage verify REF` re-hashes what it names."""
+    from finsent.errors import VerificationFailed
+    from finsent.lineage.chain import build_chain, render
+
+    verifying = args.words[0] == "verify"
+    refs = args.words[1:] if verifying else args.words
+    if len(refs) != 1:
+        raise FinsentError("usage: finsent lineage [verify] <name>@<alias>|<name>/<version> [--json]")
+    chain = build_chain(refs[0])
+    if not verifying:
+        chain.pop("dvc_lock_text")
+        print(json.dumps(chain, indent=2, default=str) if args.json else render(chain))
+        return
+    from finsent.lineage.verify import render as render_links, verify
+
+    links = verify(chain, project_root())
+    print(json.dumps(links, indent=2) if args.json else render_links(links))
+    mismatched = [link["link"] for link in links if link["status"] == "MISMATCH"]
+    if mismatched:
+        raise VerificationFailed(f"{len(mismatched)} artifact(s) do not match their recorded hash: "
+                                 f"{', '.join(mismatched)}")
+
+
+def cmd_reproduce(args) -> None:
+    import tempfile
+
+    from finsent.errors import VerificationFailed
+    from finsent.lineage.chain import build_chain
+    from finsent.lineage.reproduce import render, reproduce
+    from finsent.versioning import code_revision
+
+    chain = build_chain(args.ref)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="finsent-reproduce-"))
+    result = reproduce(chain, project_root(), work, args.tolerance)
+    print(render(result, chain, code_revision(project_root())))
+    if result["verdict"] == "not reproduced":
+        raise VerificationFailed(f"{args.ref} did not reproduce: metrics differ by up to "
+                                 f"{result['max_abs_difference']} (> {args.tolerance}); details in {work}")
+
+
 def cmd_predict(args) -> None:
     from finsent.serving import predict_texts
 
@@ -200,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--metrics", help="validate: row accounting as a DVC metrics file")
     stage.add_argument("--report", help="ingest/validate/train: report file")
     stage.set_defaults(func=cmd_stage)
+
+    lineage = commands.add_parser("lineage", help="how a registered version was made; 'verify' re-hashes it all")
+    lineage.add_argument("words", nargs="+", metavar="[verify] REF", help="<name>@<alias> or <name>/<version>, "
+                                                                          "after 'verify' to check the hashes")
+    lineage.add_argument("--json", action="store_true", help="machine-readable output")
+    lineage.set_defaults(func=cmd_lineage)
+
+    reproduce = commands.add_parser("reproduce", help="re-make a registered version from its recorded data and "
+                                                     "params, and compare")
+    reproduce.add_argument("ref", help="<name>/<version> or <name>@<alias>")
+    reproduce.add_argument("--workdir", help="scratch folder (default: a new temp folder)")
+    reproduce.add_argument("--tolerance", type=float, default=0.005,
+                           help="max |difference| of accuracy and macro-F1 when the weights differ (default 0.005)")
+    reproduce.set_defaults(func=cmd_reproduce)
 
     predict = commands.add_parser("predict", help="label finance text with a registered model")
     predict.add_argument("text", nargs="+", help="one or more sentences")

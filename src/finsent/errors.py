@@ -14,3 +14,9 @@ class GateFailed(FinsentError):
     """The candidate did not pass the promotion gates; it was not made champion."""
 
     exit_code = 1
+
+
+class VerificationFailed(FinsentError):
+    """A stored artifact does not hash to what lineage recorded, or a reproduction did not match."""
+
+    exit_code = 1

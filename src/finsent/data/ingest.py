@@ -94,7 +94,8 @@ def ingest(files: list[dict], labels: list[str], params: DataParams, out: Path,
             "ingested_at": first["first_ingested_at"],
             "source_record": raw["record"],
         }))
-        report.append({"source": entry["source"], "sha256": entry["sha256"], "rows_read": len(raw),
+        report.append({"source": entry["source"], "path": entry["path"], "sha256": entry["sha256"],
+                       "rows_read": len(raw),
                        "first_ingested_at": first["first_ingested_at"], "new": new,
                        **facts})
     canonical = pd.concat(frames, ignore_index=True)[INGESTED_COLUMNS]

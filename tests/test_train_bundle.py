@@ -74,6 +74,24 @@ def test_same_seed_same_adapter_bytes(tmp_path, tiny_base, tokenized):
     assert weights[0] == weights[1]
 
 
+def test_same_training_gives_the_same_bundle_bytes_in_any_process(tmp_path, tiny_base, tokenized):
+    """Bundle bytes (the registry fingerprint) must not depend on the process's string-hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys; from pathlib import Path; from finsent.config import *; from finsent.train.fit import fit; "
+              "params = Params(labels=['negative', 'neutral', 'positive'], "
+              "model=ModelParams(base=sys.argv[1], max_length=32), train=TrainParams(epochs=1, batch_size=8)); "
+              "fit(Path(sys.argv[2]), params, Path(sys.argv[3]), Path(sys.argv[3] + '.json'))")
+    for seed in ("1", "6"):  # seeds under which the module-name sets iterate in different orders
+        subprocess.run([sys.executable, "-c", script, str(tiny_base), str(tokenized), str(tmp_path / seed)],
+                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed})
+    files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "6") for p in (tmp_path / "6").rglob("*") if p.is_file())
+    assert [f for f in files if (tmp_path / "1" / f).read_bytes() != (tmp_path / "6" / f).read_bytes()] == []
+
+
 def test_loading_refuses_different_base_weights(tmp_path, tiny_base, tokenized):
     import shutil
 

@@ -35,8 +35,20 @@ def save_bundle(model, tokenizer_dir: Path, meta: dict, out_dir: Path) -> None:
         save_file(head, str(out_dir / HEAD_FILE))
     else:
         model.save_pretrained(str(out_dir))
+        canonical_adapter_config(out_dir / "adapter_config.json")
     shutil.copytree(tokenizer_dir, out_dir / "tokenizer")
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def canonical_adapter_config(path: Path) -> None:
+    """PEFT keeps target_modules / modules_to_save as sets, so their order in adapter_config.json follows the
+    process's string-hash seed: sort them, so the same training gives the same bytes (and the same DVC
+    hash, which is the registry fingerprint) in every process."""
+    config = json.loads(path.read_text())
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def read_meta(bundle_dir: Path) -> dict:

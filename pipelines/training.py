@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
 from prefect.states import Failed
 
 from finsent import layout
@@ -26,6 +27,7 @@ from finsent.registry import champion_bundle, champion_profile, get_or_register,
 from finsent.versioning import code_revision, lock_text, push, reproduce_stage
 
 NETWORK_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # registry / remote calls
+PROMOTION_LIMIT = "finsent-promotion"  # Prefect global concurrency limit: promotions at a time
 
 
 def _params(root: Path):
@@ -140,7 +142,49 @@ def push_task(root: Path) -> int:
     return push(root)
 
 
-@flow(name="finsent-training")
+def promotion_slot(schedule):
+    """A slot of the global concurrency limit PROMOTION_LIMIT (a context manager), the limit created with
+    ``schedule.concurrency_limit`` slots when missing: Prefect 3 skips a limit that does not exist with only a
+    warning. Works on any Prefect API, the embedded ephemeral one of `finsent run` included."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.concurrency.sync import concurrency
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(PROMOTION_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=PROMOTION_LIMIT, limit=schedule.concurrency_limit))
+            except ObjectAlreadyExists:  # another run created it meanwhile
+                pass
+    context = FlowRunContext.get()
+    holder = (ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
+              if context is not None and context.flow_run is not None else None)
+    return concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=schedule.promotion_timeout_seconds, holder=holder)
+
+
+def notify_failure(flow, flow_run, state) -> None:
+    """on_failure / on_crashed hook: report the run (a log line; a POST when FINSENT_WEBHOOK_URL is set).
+    An interactive `finsent run` without a webhook is left alone: its CLI prints the failure as its one error line."""
+    import os
+
+    from finsent import notify
+
+    if flow_run.deployment_id is None and not os.environ.get(notify.WEBHOOK_ENV):
+        return
+    notify.send("training.failed", f"flow run '{flow_run.name}' of {flow.name} ended {state.name}: {state.message}",
+                {"flow": flow.name, "flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
+                 "state": state.name, "state_message": state.message,
+                 "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None,
+                 "project_dir": (flow_run.parameters or {}).get("project_dir")})
+
+
+@flow(name="finsent-training", on_failure=[notify_failure], on_crashed=[notify_failure])
 def training_flow(project_dir: str) -> dict:
     root = Path(project_dir)
     stages = []
@@ -162,8 +206,17 @@ def training_flow(project_dir: str) -> dict:
     comparison = compare_task(root, state)
     verdict = gate_task(root)
     registration = register_task(root, state, verdict)
-    promotion = promote_task(root, registration, verdict, comparison["champion_version"] or
-                             (state["champion"] if state["champion"] == state["existing_version"] else None))
+    schedule = _params(root).schedule
+    try:
+        with promotion_slot(schedule):  # one promotion at a time; the registry's compare-and-set stays the 2nd guard
+            promotion = promote_task(root, registration, verdict, comparison["champion_version"] or
+                                     (state["champion"] if state["champion"] == state["existing_version"] else None))
+    except AcquireConcurrencySlotTimeoutError:
+        promotion = {"promoted": False, "previous_champion": None, "moved": True,
+                     "decision": f"refused: no '{PROMOTION_LIMIT}' slot within {schedule.promotion_timeout_seconds} s "
+                                 f"(another run is promoting, or a killed one left its slot taken: "
+                                 f"prefect gcl update {PROMOTION_LIMIT} --active-slots 0); "
+                                 f"v{registration['version']} registered without alias"}
     report_task(root, registration, verdict, promotion)
     pushed = push_task(root)
     return {"stages": stages, "drift": drift, "gate": verdict, "registration": registration, "promotion": promotion,

@@ -83,6 +83,43 @@ def test_champion_loads_offline_and_predicts(project, first_run):
     assert cli.stdout.split()[0] in {"negative", "neutral", "positive"}
 
 
+def _stream(project: Path, out: Path, spike_day: int | None = 10, days: int = 14, rows: int = 40) -> Path:
+    """Unlabelled news for the monitor: ~10 % negative sentences a day, 70 % on the spike day."""
+    sample = pd.read_csv(project / "data" / "slice.csv")
+    negative, other = sample[sample["label"] == "negative"], sample[sample["label"] != "negative"]
+    records = []
+    for day in range(days):
+        n_negative = 28 if day == spike_day else 4
+        picked = pd.concat([negative.sample(n_negative, random_state=day),
+                            other.sample(rows - n_negative, random_state=100 + day)])
+        records += [{"published_at": f"2026-11-{day + 1:02d}T{8 + i % 10:02d}:00:00Z", "text": text}
+                    for i, text in enumerate(picked["text"])]
+    pd.DataFrame(records).to_csv(out, index=False)
+    return out
+
+
+def test_monitor_runs_the_champion_end_to_end(project, first_run, tmp_path):
+    """The monitor flow scores, aggregates, alerts and checks drift with the registered champion. The
+    3-epoch test champion is too weak to tell a spike by itself (tests/test_monitor.py proves the alert
+    and drift logic): here the flow's files must agree with the library run on its own scored rows."""
+    import json
+
+    from finsent.config import load_params
+    from finsent.monitor.aggregate import aggregate, spikes
+
+    stream = _stream(project, tmp_path / "news.csv")
+    result = finsent(project, "monitor", "--input", str(stream), "--out", str(tmp_path / "monitor"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "read 560 = scored 560 + skipped 0" in result.stdout and "prediction drift: label_psi" in result.stdout
+    scored = pd.read_parquet(tmp_path / "monitor" / "scored.parquet")
+    assert len(scored) == 560 and set(scored["model_version"]) == {"1"}
+    params = load_params(project / "params.yaml")
+    _, expected = spikes(aggregate(scored, params.labels, params.monitor), params.monitor)
+    written = json.loads((tmp_path / "monitor" / "alerts.json").read_text())
+    assert [(a["entity"], a["period"]) for a in written] == [(a["entity"], a["period"]) for a in expected]
+    assert (tmp_path / "monitor" / "monitor_report.md").is_file()
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "data source not found"),
     (b"", "input.csv: file is empty"),

@@ -150,6 +150,52 @@ def cmd_reproduce(args) -> None:
                                  f"{result['max_abs_difference']} (> {args.tolerance}); details in {work}")
 
 
+def cmd_monitor(args) -> None:
+    from finsent.run import run_flow
+
+    root = project_root()
+    out = Path(args.out).resolve() if args.out else root / "data" / "monitor" / Path(args.input).stem
+    result = run_flow(root, "monitor", "monitor_flow", project_dir=str(root), source=str(Path(args.input).resolve()),
+                      out_dir=str(out))
+    figures, drift = result["figures"], result["drift"]
+    print(f"finsent monitor: champion v{result['champion']}; read {figures['rows_read']} = scored "
+          f"{figures['rows_scored']} + skipped {figures['rows_skipped']}; {figures['rows_per_second']} rows/s")
+    for alert in result["alerts"]:
+        print(f"  ALERT negative-share spike: {alert['entity']} {alert['period']}: {alert['share_negative']:.1%} "
+              f"negative over {alert['rows']} rows (trailing {alert['trailing_mean']:.1%}, threshold "
+              f"{alert['threshold']:.1%}); webhook: {alert['notified'].get('webhook')}")
+    if not result["alerts"]:
+        print("  no alerts")
+    print("  prediction drift: " + "; ".join(f"{c['check']} {c['observed']} (max {c['threshold']})"
+                                             for c in drift["checks"])
+          + (" -- DRIFTED" if drift["drifted"] else "") + f"; retraining: {drift['retraining']}")
+    print(f"  files: {out}/ (scored.parquet, aggregates.csv, alerts.json, prediction_drift.json, monitor_report.md)")
+
+
+def cmd_serve(args) -> None:
+    """Serve the scheduled retraining deployment (blocks). Needs a Prefect server: the embedded ephemeral API
+    runs no scheduler and cannot be reached from outside its process."""
+    import importlib
+
+    root = project_root()
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise FinsentError("finsent serve needs a Prefect server: start one (prefect server start) and set "
+                           "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api); the embedded API of `finsent run` "
+                           "cannot run scheduled deployments")
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        unhealthy = client.api_healthcheck()
+    if unhealthy is not None:
+        raise FinsentError(f"Prefect API at {url} is not reachable: {str(unhealthy).splitlines()[0]}")
+    os.chdir(root)  # the deployment's entrypoint (pipelines/training.py) is relative to this folder
+    sys.path.insert(0, str(root))
+    importlib.import_module("pipelines.deployment").serve(root)
+
+
 def cmd_predict(args) -> None:
     from finsent.serving import predict_texts
 
@@ -255,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--tolerance", type=float, default=0.005,
                            help="max |difference| of accuracy and macro-F1 when the weights differ (default 0.005)")
     reproduce.set_defaults(func=cmd_reproduce)
+
+    monitor = commands.add_parser("monitor", help="score new unlabelled text with the champion: aggregates, "
+                                                 "spike alerts, prediction drift")
+    monitor.add_argument("--input", required=True, help="a file or a drop folder of unlabelled text")
+    monitor.add_argument("--out", help="output folder (default: data/monitor/<input name>)")
+    monitor.set_defaults(func=cmd_monitor)
+
+    serve = commands.add_parser("serve", help="serve the scheduled retraining deployment (params.yaml schedule:); "
+                                             "needs a Prefect server in PREFECT_API_URL")
+    serve.set_defaults(func=cmd_serve)
 
     predict = commands.add_parser("predict", help="label finance text with a registered model")
     predict.add_argument("text", nargs="+", help="one or more sentences")

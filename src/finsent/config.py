@@ -159,6 +159,48 @@ class RegistryParams:
 
 
 @dataclass(frozen=True)
+class MonitorParams:
+    """`finsent monitor`: batch scoring of new, unlabelled text with the champion, aggregates and alerts."""
+    text_column: str = "text"
+    time_column: str | None = "published_at"  # null: the whole batch is one period
+    entity_column: str | None = None  # e.g. ticker: aggregates (and alerts) per entity too
+    period: str = "D"  # pandas offset alias of the aggregation period (D, h, W, ...)
+    batch_size: int = 64
+    spike_window: int = 7  # trailing periods a period's negative share is compared with
+    spike_min_periods: int = 3  # fewer trailing periods than this: no spike judgement yet
+    spike_z: float = 3.0  # alert when the negative share is this many trailing std devs above the trailing mean
+    spike_min_increase: float = 0.10  # ... and at least this much above it (absolute share), against tiny stds
+    min_rows_per_period: int = 20  # periods with fewer scored rows are reported, not judged
+    max_label_psi: float = 0.2  # prediction drift vs the champion's test-set predictions
+    max_confidence_psi: float = 0.2
+    retrain_on_drift: bool = False  # when drift is flagged, trigger the scheduled retraining deployment
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    """`finsent serve` (and prefect.yaml): the scheduled retraining deployment, and the promotion limit.
+    The cron string is checked by Prefect's own schedule validation when the deployment is built."""
+    cron: str = "0 6 * * 1-5"  # when the training flow runs: weekdays 06:00
+    timezone: str = "UTC"  # IANA name the cron is read in, e.g. Europe/Berlin
+    deployment_name: str = "scheduled-retraining"  # the deployment is finsent-training/<deployment_name>
+    concurrency_limit: int = 1  # slots of the Prefect global concurrency limit 'finsent-promotion' (created if missing)
+    promotion_timeout_seconds: float | None = 600  # wait at most this long for a promotion slot; null: forever
+    max_concurrent_runs: int = 1  # runs of the served deployment at a time (one project folder = one workspace)
+
+    def __post_init__(self):
+        import zoneinfo
+
+        for name in ("concurrency_limit", "max_concurrent_runs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise FinsentError(f"params: schedule.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        try:
+            zoneinfo.ZoneInfo(str(self.timezone))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise FinsentError(f"params: schedule.timezone {self.timezone!r} is not an IANA time zone name "
+                               f"(e.g. UTC, Europe/Berlin)") from None
+
+
+@dataclass(frozen=True)
 class Params:
     labels: list[str] = field(default_factory=lambda: ["negative", "neutral", "positive"])
     data: DataParams = field(default_factory=DataParams)
@@ -170,6 +212,8 @@ class Params:
     eval: EvalParams = field(default_factory=EvalParams)
     gate: GateParams = field(default_factory=GateParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
+    monitor: MonitorParams = field(default_factory=MonitorParams)
+    schedule: ScheduleParams = field(default_factory=ScheduleParams)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -59,24 +59,35 @@ def _quiet_prefect() -> None:
         handler.addFilter(_DropLockedDatabaseNoise())
 
 
+def run_flow(root: Path, module: str, name: str, **parameters):
+    """Run the flow ``pipelines.<module>.<name>`` of the project at ``root`` with quiet logs; -> its result.
+    A failed run raises FinsentError: the task's own one-line error when it raised one."""
+    import importlib
+
+    sys.path.insert(0, str(root))
+    flow = getattr(importlib.import_module(f"pipelines.{module}"), name)  # imports prefect: its log handlers
+    _quiet_prefect()
+    state = flow(**parameters, return_state=True)
+    if state.is_failed():
+        error = state.result(raise_on_failure=False)
+        raise error if isinstance(error, FinsentError) else FinsentError(state.message)
+    return state.result()
+
+
 def run(root: Path, data: str | None = None, data_format: str | None = None) -> dict:
     params_file = root / "params.yaml"
     restore = set_data_source(params_file, data, data_format) if data else None
     try:
         params = load_params(params_file)
         print(f"finsent: training on {', '.join(map(str, params.data.sources))} (params: {params_file})", flush=True)
-        sys.path.insert(0, str(root))
-        from pipelines.training import training_flow  # imports prefect, which sets up its log handlers
-
-        _quiet_prefect()
-        state = training_flow(str(root), return_state=True)
-        if state.is_failed():
-            raise FinsentError(f"{state.message}; nothing registered, no alias moved")
+        try:
+            result = run_flow(root, "training", "training_flow", project_dir=str(root))
+        except FinsentError as exc:
+            raise FinsentError(f"{exc}; nothing registered, no alias moved") from exc
     except FinsentError:
         if restore is not None:
             params_file.write_text(restore, encoding="utf-8")
         raise
-    result = state.result()
     print_summary(root, params, result)
     if not result["gate"]["passed"]:
         raise GateFailed(f"gate failed ({describe(result['gate'], failed_only=True)}): version "

@@ -12,10 +12,10 @@ Links checked, each reported OK / MISMATCH / MISSING with what was compared:
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
+from finsent.data.sources import sha256_file
 from finsent.lineage.objects import dir_entries, fetch_file, md5, object_stores, read_object
 
 OK, MISMATCH, MISSING = "OK", "MISMATCH", "MISSING"
@@ -56,14 +56,6 @@ def _out_link(out: dict, cache, remote, remote_name: str) -> dict:
     return {"link": f"{out['stage']}: {out['path']}", "status": status, "recorded": out["md5"], "detail": detail}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _raw_link(raw: dict, project: Path) -> dict:
     path = Path(raw.get("path") or "")
     path = path if path.is_absolute() else project / path  # relative to the project the run was made in
@@ -71,7 +63,7 @@ def _raw_link(raw: dict, project: Path) -> dict:
     if not raw.get("path") or not path.is_file():
         return {**link, "status": MISSING, "detail": f"not found at {raw.get('path')} (raw files are outside DVC; "
                                                      f"the ingested dataset is checked above)"}
-    actual = _sha256(path)
+    actual = sha256_file(path)
     return {**link, "status": OK if actual == raw["sha256"] else MISMATCH,
             "detail": f"{path} sha256 {actual}"}
 

@@ -56,6 +56,10 @@ def promotion_lock(client: MlflowClient, model_name: str, wait_s: float = 120.0,
                                            description="finsent promotion lock: exists only while an alias moves")
             break
         except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                # SQL stores answer a unique-name clash by reading the existing row; when its holder
+                # released the lock between the two, the clash surfaces as "not found": try again.
+                continue
             if not _already_exists(exc):
                 raise
             try:

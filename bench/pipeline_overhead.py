@@ -55,7 +55,7 @@ def bare(config: dict) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-    labels, train_cfg, lora = config["labels"], config["train"], config["peft"]
+    labels, train_cfg, lora = config["labels"], config["train"], config["peft"]["lora"]
     seed, batch_size = train_cfg["seed"], train_cfg["batch_size"]
     if train_cfg.get("num_threads"):
         torch.set_num_threads(train_cfg["num_threads"])
@@ -77,8 +77,8 @@ def bare(config: dict) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_id, use_safetensors=True)
     model = get_peft_model(model, LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=lora["lora_r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"],
-        target_modules=list(lora["lora_target_modules"]), modules_to_save=["classifier"]))
+        task_type=TaskType.SEQ_CLS, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+        target_modules=sorted(lora["target_modules"]), modules_to_save=["classifier"]))
 
     def batches(name: str, size: int, order):
         ids, targets = data[name]
@@ -103,7 +103,7 @@ def bare(config: dict) -> dict:
         return predicted
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train_cfg["learning_rate"], weight_decay=train_cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(trainable, lr=lora["learning_rate"] or train_cfg["learning_rate"], weight_decay=train_cfg["weight_decay"])
     steps = train_cfg["epochs"] * -(-len(data["train"][0]) // batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(train_cfg["warmup_ratio"] * steps), steps)
     history, best_f1, best_state = [], -1.0, None
@@ -203,8 +203,11 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="finsent-overhead-"))
     project = make_project(scratch / "project", args.rows_per_label or 10**9, train={"epochs": args.epochs})
     params = yaml.safe_load((project / "params.yaml").read_text())
-    if params["peft"]["method"] != "lora" or params["model"]["base"] != "bundled":
-        sys.exit("pipeline_overhead: the bare script implements peft.method lora on the bundled base only")
+    train = params["train"]
+    if (params["peft"]["method"] != "lora" or params["model"]["base"] != "bundled" or train["grad_accum_steps"] != 1
+            or train["lr_schedule"] != "linear" or train["class_weighting"] != "none" or train["early_stopping_patience"]):
+        sys.exit("pipeline_overhead: the bare script implements lora on the bundled base with a linear schedule, "
+                 "no accumulation, class weighting or early stopping only")
     rows = sum(1 for _ in (project / "data" / "slice.csv").open()) - 1
     print(f"data: {rows} rows of {SAMPLE.relative_to(REPO)}; params.yaml defaults, train.epochs {args.epochs}; "
           f"{os.cpu_count()} CPU cores", flush=True)

@@ -25,3 +25,24 @@ def test_unknown_key_is_an_error_not_a_silent_default(tmp_path):
 def test_missing_params_file_says_where(tmp_path):
     with pytest.raises(FinsentError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("peft:\n  method: prefix_tuning\n", "prefix_tuning is not available: PEFT passes the prefix as past_key_values"),
+    ("peft:\n  method: lorra\n", "unknown peft.method 'lorra'; available: lora, adalora, ia3, prompt_tuning"),
+    ("peft:\n  lora:\n    rank: 4\n", r"unknown key\(s\) peft.lora.rank"),
+    ("train:\n  lr_schedule: step\n", "train.lr_schedule must be linear, cosine or constant"),
+])
+def test_peft_and_train_mistakes_are_named(tmp_path, text, message):
+    file = tmp_path / "params.yaml"
+    file.write_text(text)
+    with pytest.raises(FinsentError, match=message):
+        load_params(file)
+
+
+def test_each_method_reads_its_own_section(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train:\n  learning_rate: 0.002\npeft:\n  method: full\n  lora:\n    r: 4\n")
+    params = load_params(file)
+    assert params.peft.lora.r == 4 and params.peft.settings.learning_rate == 5e-5
+    assert params.peft.prompt_tuning.learning_rate == 0.03

@@ -7,20 +7,27 @@ import numpy as np
 import pytest
 
 from finsent.bundle import load_bundle, predict_proba, read_meta
-from finsent.config import ModelParams, Params, PeftParams, SplitParams, TrainParams, ValidationParams
+from finsent.config import (AdaLoraParams, LoraParams, ModelParams, Params, PeftParams, PromptTuningParams, SplitParams,
+                            TrainParams, ValidationParams)
 from finsent.data.split import split
 from finsent.data.validate import validate
 from finsent.errors import FinsentError
 from finsent.features import tokenize
-from finsent.train.fit import fit
+from finsent.train.fit import fit, save_trained, train_model
 
 from conftest import LABELS, ingest_frame, sentences
 
 
-def _params(base: Path, method: str = "lora", epochs: int = 3) -> Params:
-    return Params(model=ModelParams(base=str(base), max_length=32),
-                  peft=PeftParams(method=method, lora_r=4, lora_alpha=8),
-                  train=TrainParams(epochs=epochs, batch_size=8, learning_rate=5e-3, num_threads=1),
+METHODS = ["lora", "adalora", "ia3", "prompt_tuning", "head_only", "full"]
+
+
+def _params(base: Path, method: str = "lora", epochs: int = 3, **train) -> Params:
+    peft = PeftParams(method=method, lora=LoraParams(r=4, alpha=8),
+                      adalora=AdaLoraParams(init_r=4, target_r=2, delta_t=2),
+                      prompt_tuning=PromptTuningParams(num_virtual_tokens=4, learning_rate=5e-2))
+    return Params(model=ModelParams(base=str(base), max_length=32), peft=peft,
+                  train=TrainParams(**{"epochs": epochs, "batch_size": 8, "learning_rate": 5e-3, "num_threads": 1,
+                                       **train}),
                   split=SplitParams(seed=1), validation=ValidationParams(min_rows=10))
 
 
@@ -37,26 +44,45 @@ def tokenized(tmp_path_factory, tiny_base):
     return folder / "tokenized"
 
 
-@pytest.mark.parametrize("method", ["lora", "head_only"])
-def test_fit_saves_a_small_bundle_that_reloads_to_identical_logits(tmp_path, tiny_base, tokenized, method):
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_saves_and_reloads_to_identical_logits(tmp_path, tiny_base, tokenized, method):
     import torch
 
     params = _params(tiny_base, method)
-    summary = fit(tokenized, params, tmp_path / "adapter", tmp_path / "train.json")
+    model, summary = train_model(tokenized, params)
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
-    assert 0 < summary["trainable_params"] < summary["total_params"]
+    assert 0 < summary["trainable_params"] <= summary["total_params"]
+    assert (summary["trainable_params"] == summary["total_params"]) == (method == "full")
+    save_trained(model, summary, params, tokenized, tmp_path / "adapter")
     meta = read_meta(tmp_path / "adapter")
-    assert meta["base_model"]["path"] == str(tiny_base)
+    assert meta["method"] == method and meta["base_model"]["path"] == str(tiny_base)
     assert len(meta["base_model"]["weights_sha256"]) == 64
     assert not list((tmp_path / "adapter").glob("model.safetensors")), "the base weights must not be copied"
 
-    first, tokenizer, _ = load_bundle(tmp_path / "adapter")
-    second, _, _ = load_bundle(tmp_path / "adapter")
+    loaded, tokenizer, _ = load_bundle(tmp_path / "adapter")
     batch = tokenizer(["profit rose to a record", "shares fell after a loss"], return_tensors="pt", padding=True)
+    batch = {k: batch[k] for k in ("input_ids", "attention_mask")}
     with torch.inference_mode():
-        assert torch.equal(first(**batch).logits, second(**batch).logits)
-    probabilities = predict_proba(first, tokenizer, ["profit rose", "the company will report"], 32)
+        before, after = model(**batch).logits, loaded(**batch).logits
+    assert torch.equal(before, after)
+    probabilities = predict_proba(loaded, tokenizer, ["profit rose", "the company will report"], 32)
     assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1.0)
+
+
+def test_fit_writes_summary_and_training_curve(tmp_path, tiny_base, tokenized):
+    summary = fit(tokenized, _params(tiny_base, "lora", epochs=2), tmp_path / "adapter", tmp_path / "train.json",
+                  curve_out=tmp_path / "curve.png")
+    assert json.loads((tmp_path / "train.json").read_text())["adapter_bytes"] == summary["adapter_bytes"] > 0
+    assert summary["adapter_bytes"] < summary["base_bytes"]
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_options_accumulation_class_weights_early_stop(tiny_base, tokenized):
+    params = _params(tiny_base, "lora", epochs=6, grad_accum_steps=2, class_weighting="balanced",
+                     lr_schedule="cosine", early_stopping_patience=1, learning_rate=1e-9)
+    _, summary = train_model(tokenized, params)
+    assert summary["optimizer_steps"] == len(summary["history"]) * 2  # 4 batches per epoch, 2 per step
+    assert len(summary["history"]) < 6, "a learning rate of 1e-9 cannot improve: early stopping must end the run"
 
 
 def test_lora_trains_head_and_adapter_only(tmp_path, tiny_base, tokenized):
@@ -66,12 +92,18 @@ def test_lora_trains_head_and_adapter_only(tmp_path, tiny_base, tokenized):
     assert summary["trainable_pct"] < 100
 
 
-def test_same_seed_same_adapter_bytes(tmp_path, tiny_base, tokenized):
-    params = _params(tiny_base, "lora", epochs=2)
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_same_data_params_seed_give_same_metrics_and_adapter_hash(tmp_path, tiny_base, tokenized, method):
+    import hashlib
+
+    params = _params(tiny_base, method, epochs=2)
     runs = [fit(tokenized, params, tmp_path / name, tmp_path / f"{name}.json") for name in ("a", "b")]
-    assert runs[0]["history"] == runs[1]["history"]
-    weights = [(tmp_path / name / "adapter_model.safetensors").read_bytes() for name in ("a", "b")]
-    assert weights[0] == weights[1]
+    for first, second in zip(runs[0]["history"], runs[1]["history"]):
+        assert first.keys() == second.keys()
+        assert all(abs(first[k] - second[k]) <= 1e-6 for k in first)
+    digests = [hashlib.sha256((tmp_path / name / "adapter_model.safetensors").read_bytes()).hexdigest()
+               for name in ("a", "b")]
+    assert digests[0] == digests[1]
 
 
 def test_same_training_gives_the_same_bundle_bytes_in_any_process(tmp_path, tiny_base, tokenized):
@@ -104,3 +136,96 @@ def test_loading_refuses_different_base_weights(tmp_path, tiny_base, tokenized):
     weights.write_bytes(bytes(data))
     with pytest.raises(FinsentError, match="differ from the ones this adapter was trained on"):
         load_bundle(tmp_path / "adapter")
+
+
+CHILD = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import finsent.train.fit as fit_module
+from test_train_bundle import _params
+
+kill_at = int(sys.argv[1])
+original = fit_module.after_optimizer_step
+def step_then_maybe_die(model, peft, step):
+    original(model, peft, step)
+    if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: as hard as a kill gets
+fit_module.after_optimizer_step = step_then_maybe_die
+params = _params(Path({base!r}), "lora", epochs=6, checkpoint_every_steps=5)
+summary = fit_module.fit(Path({tokenized!r}), params, Path({out!r}), Path({out!r} + ".json"), checkpoint_root=Path({ckpt!r}))
+print("resumed_from_step", summary["resumed_from_step"])
+"""
+
+
+def test_training_killed_by_sigkill_resumes_from_its_last_checkpoint(tmp_path, tiny_base, tokenized):
+    import subprocess
+    import sys
+
+    script = CHILD.format(tests=str(Path(__file__).parent), base=str(tiny_base), tokenized=str(tokenized),
+                          out=str(tmp_path / "resumed"), ckpt=str(tmp_path / "checkpoints"))
+    # 4 batches per epoch: checkpoints after steps 4 (epoch end), 5, 8 (epoch end), 10; killed during step 11
+    killed = subprocess.run([sys.executable, "-c", script, "11"], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert list((tmp_path / "checkpoints").glob("*/last.pt")), "the killed run left no checkpoint"
+    resumed = subprocess.run([sys.executable, "-c", script, "0"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from checkpoint at step 10/24" in resumed.stdout
+    assert "resumed_from_step 10" in resumed.stdout
+    assert not list((tmp_path / "checkpoints").glob("*/last.pt")), "a finished run must remove its checkpoint"
+
+    reference = fit(tokenized, _params(tiny_base, "lora", epochs=6), tmp_path / "straight", tmp_path / "s.json")
+    history = json.loads((tmp_path / "resumed.json").read_text())["history"]
+    assert abs(history[-1]["val_macro_f1"] - reference["history"][-1]["val_macro_f1"]) <= 0.005
+    assert [round(h["train_loss"], 6) for h in history] == [round(h["train_loss"], 6) for h in reference["history"]]
+    assert ((tmp_path / "resumed" / "adapter_model.safetensors").read_bytes()
+            == (tmp_path / "straight" / "adapter_model.safetensors").read_bytes()), "resume must replay exactly"
+
+
+def test_train_stage_runs_data_parallel_under_torchrun(tmp_path, tiny_base, tokenized):
+    """train.processes: 2 makes `finsent stage train` re-launch itself under torchrun (gloo on CPU here, NCCL
+    on GPUs): two ranks each train on half of every epoch, rank 0 alone writes the bundle and the report."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "labels": LABELS, "model": {"base": str(tiny_base), "max_length": 32},
+        "peft": {"method": "lora", "lora": {"r": 4, "alpha": 8}},
+        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 5e-3, "num_threads": 1, "processes": 2}}))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    finsent = Path(sys.executable).with_name("finsent")
+    done = subprocess.run([str(finsent), "stage", "train", "--input", str(tokenized), "--out", "adapter",
+                           "--report", "train.json"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "data-parallel on 2 processes" in done.stdout
+    summary = json.loads((tmp_path / "train.json").read_text())
+    assert summary["processes"] == 2
+    assert summary["optimizer_steps"] == 2 * 2  # 31 rows -> 16 per rank -> 2 batches of 8 per epoch
+    model, tokenizer, meta = load_bundle(tmp_path / "adapter")
+    assert meta["method"] == "lora"
+    assert predict_proba(model, tokenizer, ["profit rose"], 32).shape == (1, 3)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning"])
+def test_merged_export_is_a_plain_transformers_model_with_the_same_predictions(tmp_path, tiny_base, tokenized,
+                                                                                 capsys, method):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from finsent.cli import main
+
+    fit(tokenized, _params(tiny_base, method, epochs=1), tmp_path / "adapter", tmp_path / "t.json")
+    code = main(["export", str(tmp_path / "adapter"), "--out", str(tmp_path / "merged")])
+    if method == "prompt_tuning":
+        assert code == 2 and "cannot be merged" in capsys.readouterr().err
+        return
+    assert code == 0 and "plain transformers model" in capsys.readouterr().out
+    bundle, tokenizer, _ = load_bundle(tmp_path / "adapter")
+    merged = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "merged")).eval()
+    batch = tokenizer(["profit rose to a record", "shares fell after a loss"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        assert torch.allclose(bundle(**batch).logits, merged(**batch).logits, atol=1e-5)

@@ -3,9 +3,11 @@
 models/adapter/
   adapter_model.safetensors + adapter_config.json   (PEFT methods; the head is inside)
   head.safetensors                                  (head_only)
+  full_model.safetensors                            (full: every weight was trained)
   tokenizer/                                        tokenizer files
   finsent_model.json                                method, labels, max_length, base identity
-No copy of the base weights: they are found again from the identity and checked by sha256.
+No copy of the base weights (except for ``full``, where they are the model): they are found again
+from the identity and checked by sha256.
 """
 
 from __future__ import annotations
@@ -21,18 +23,19 @@ from finsent.train.methods import HEAD_MODULES, load_base_classifier
 
 META_FILE = "finsent_model.json"
 HEAD_FILE = "head.safetensors"
+FULL_FILE = "full_model.safetensors"
 
 
 def save_bundle(model, tokenizer_dir: Path, meta: dict, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    if meta["method"] == "head_only":
+    if meta["method"] in ("head_only", "full"):
         from safetensors.torch import save_file
 
-        head = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                if k.split(".")[0] in HEAD_MODULES}
-        save_file(head, str(out_dir / HEAD_FILE))
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+                   if meta["method"] == "full" or k.split(".")[0] in HEAD_MODULES}
+        save_file(weights, str(out_dir / (HEAD_FILE if meta["method"] == "head_only" else FULL_FILE)))
     else:
         model.save_pretrained(str(out_dir))
         canonical_adapter_config(out_dir / "adapter_config.json")
@@ -62,16 +65,40 @@ def load_bundle(bundle_dir: Path):
     bundle_dir = Path(bundle_dir)
     meta = read_meta(bundle_dir)
     model = load_base_classifier(verified_base_path(meta["base_model"]), meta["labels"])
-    if meta["method"] == "head_only":
+    if meta["method"] in ("head_only", "full"):
         from safetensors.torch import load_file
 
-        model.load_state_dict(load_file(str(bundle_dir / HEAD_FILE)), strict=False)
+        full = meta["method"] == "full"
+        model.load_state_dict(load_file(str(bundle_dir / (FULL_FILE if full else HEAD_FILE))), strict=full)
     else:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(bundle_dir))
     model.eval()
     return model, load_tokenizer(bundle_dir / "tokenizer"), meta
+
+
+MERGEABLE = ("lora", "adalora", "ia3")
+
+
+def export_merged(bundle_dir: Path, out_dir: Path) -> dict:
+    """A plain transformers model with the adapter folded into the base weights: served without PEFT,
+    as fast as the base. Loads with ``AutoModelForSequenceClassification.from_pretrained(out_dir)``."""
+    from finsent.errors import FinsentError
+
+    model, tokenizer, meta = load_bundle(bundle_dir)
+    if meta["method"] in MERGEABLE:
+        model = model.merge_and_unload()
+    elif meta["method"] not in ("head_only", "full"):
+        raise FinsentError(f"a {meta['method']} bundle cannot be merged (its virtual tokens are not weights of "
+                           f"the base); serve the bundle itself, or train with one of {', '.join(MERGEABLE)}")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    exported = {**meta, "merged_from": str(bundle_dir)}
+    (out_dir / "finsent_export.json").write_text(json.dumps(exported, indent=2, sort_keys=True))
+    return exported
 
 
 def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64,

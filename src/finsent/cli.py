@@ -57,17 +57,42 @@ def cmd_stage(args) -> None:
 
         result = tokenize(Path(args.input), params.labels, params.model, Path(args.out))
     elif args.stage == "train":
+        from finsent.train import distributed
         from finsent.train.fit import fit
 
-        summary = fit(Path(args.input), params, Path(args.out), Path(args.report))
-        result = {k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "trainable_params", "trainable_pct",
-                                          "adapter_bytes", "device")}
+        processes = distributed.processes_wanted(params.train.processes)
+        if processes > 1 and distributed.world()[2] == 1:
+            _train_distributed(processes, args)
+            return
+        summary = fit(Path(args.input), params, Path(args.out), Path(args.report),
+                      checkpoint_root=state_dir(project_root()) / "checkpoints",
+                      curve_out=Path(args.curve) if args.curve else None)
+        if not distributed.is_main():
+            return
+        result = {k: summary[k] for k in ("method", "best_epoch", "best_val_macro_f1", "trainable_params",
+                                          "trainable_pct", "adapter_bytes", "device", "resumed_from_step")}
     else:
         from finsent.evaluate.metrics import evaluate
 
         metrics = evaluate(Path(args.input), Path(args.test), params.eval.batch_size, Path(args.out))
         result = {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1")}
     print(f"{args.stage}: {json.dumps(result, default=str)}")
+
+
+def _train_distributed(processes: int, args) -> None:
+    """Re-run this same `stage train` call under torchrun, one process per device; rank 0 writes the outputs."""
+    import subprocess
+
+    from finsent.train.distributed import relaunch_command
+
+    command = relaunch_command(processes, args.argv)
+    print(f"train: data-parallel on {processes} processes: {' '.join(command[2:])}")
+    done = subprocess.run(command)
+    if done.returncode:
+        raise FinsentError(f"data-parallel training failed (torchrun exit code {done.returncode}); the ranks' "
+                           f"errors are above; set train.processes: 1 to train in one process")
+    summary = json.loads(Path(args.report).read_text())
+    print(f"train: {json.dumps({k: summary[k] for k in ('method', 'best_epoch', 'best_val_macro_f1', 'processes')})}")
 
 
 def cmd_validate(args) -> None:
@@ -205,6 +230,15 @@ def cmd_predict(args) -> None:
         print(f"{row['label']:<9} {probabilities}   {row['text']}")
 
 
+def cmd_export(args) -> None:
+    from finsent.bundle import export_merged
+
+    meta = export_merged(Path(args.bundle), Path(args.out))
+    size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
+    print(f"merged {meta['method']} bundle {args.bundle} -> {args.out} ({size / 1e6:.1f} MB, plain transformers model; "
+          f"load with AutoModelForSequenceClassification.from_pretrained)")
+
+
 def _registry(args):
     from mlflow import MlflowClient
 
@@ -286,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--profile", help="validate: data profile of the accepted rows (for drift)")
     stage.add_argument("--metrics", help="validate: row accounting as a DVC metrics file")
     stage.add_argument("--report", help="ingest/validate/train: report file")
+    stage.add_argument("--curve", help="train: training-curve plot (PNG)")
     stage.set_defaults(func=cmd_stage)
 
     lineage = commands.add_parser("lineage", help="how a registered version was made; 'verify' re-hashes it all")
@@ -316,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("text", nargs="+", help="one or more sentences")
     predict.add_argument("--model", help="model URI (default: models:/<registry.model_name>@champion)")
     predict.set_defaults(func=cmd_predict)
+    export = commands.add_parser("export", help="fold an adapter bundle into its base: a plain transformers model")
+    export.add_argument("bundle", nargs="?", default="models/adapter", help="bundle folder (default: models/adapter)")
+    export.add_argument("--out", required=True, help="folder for the merged model")
+    export.set_defaults(func=cmd_export)
     history = commands.add_parser("history", help="alias history of the registered model (who was champion when)")
     history.add_argument("--at", help="ISO date/time: print the champion at that moment (UTC unless given)")
     history.set_defaults(func=cmd_history)
@@ -334,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     apply_defaults(project_root())
     quiet_libraries()
     try:

@@ -76,7 +76,7 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
             mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "val_loss", "val_macro_f1")},
                                step=row["epoch"])
         mlflow.log_metrics({k: float(train[k]) for k in ("trainable_params", "total_params", "trainable_pct",
-                                                          "adapter_bytes")})
+                                                          "adapter_bytes", "base_bytes") if k in train})
         mlflow.log_metrics({f"data_{k}": float(v) for k, v in lineage.get("validation", {}).items()})
         mlflow.log_metrics({f"drift_{c['check']}": float(c["observed"])
                             for c in lineage.get("drift", {}).get("checks", [])})
@@ -85,6 +85,7 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
                          "git.commit": str(lineage["code"].get("commit")),
                          "git.dirty": str(lineage["code"].get("dirty")),
                          "finsent.base_model": train["base_model"]["base"],
+                         "finsent.peft_method": params.peft.method,
                          "finsent.base_model_sha256": train["base_model"]["weights_sha256"]})
         mlflow.log_dict(lineage, "lineage/lineage.json")
         mlflow.log_text(lineage["dvc_lock"], "lineage/dvc.lock")

@@ -1,12 +1,15 @@
-"""Train stage: fit the PEFT adapter (or head) on the tokenized train split.
+"""Train stage: fit the PEFT adapter (or head, or whole model) on the tokenized train split.
 
-A plain PyTorch loop: AdamW on the trainable parameters only, linear schedule with warmup,
-dynamically padded batches, validation loss and macro-F1 after each epoch, and the best epoch
-(by validation macro-F1) kept. Seeded so that the same data + params give the same adapter.
+A plain PyTorch loop: AdamW on the trainable parameters only, gradient accumulation, LR schedule
+with warmup, dynamically padded batches, optional class weighting, validation loss and macro-F1
+after each epoch, the best epoch (by validation macro-F1) kept, early stopping, resumable
+checkpoints. On CUDA the forward passes run under bf16 autocast where the GPU supports it.
+Seeded so that the same data + params give the same adapter bytes on the same machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -20,7 +23,12 @@ from finsent.bundle import save_bundle
 from finsent.config import Params
 from finsent.errors import FinsentError
 from finsent.features import TOKENIZER_DIR, load_tokenizer
-from finsent.train.methods import build_trainable, count_parameters
+from finsent.train import checkpoint, distributed
+from finsent.train.methods import (after_best_weights_restored, after_optimizer_step, build_trainable,
+                                   count_parameters)
+from finsent.train.report import plot_curve
+
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
 def pick_device(requested: str) -> str:
@@ -31,6 +39,15 @@ def pick_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise FinsentError("train.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
     return requested
+
+
+def autocast(device: str):
+    """bf16 autocast on a GPU that supports it; full precision otherwise (CPU: fp32)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -55,11 +72,12 @@ def pad_batch(sequences: list, pad_id: int) -> dict:
 
 
 def _batches(frame: pd.DataFrame, batch_size: int, tokenizer, shuffle_seed: int | None):
+    """Batches of this process's rows; a seeded shuffle (training) is sharded across data-parallel ranks."""
     import torch
 
     order = np.arange(len(frame))
     if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(len(frame))
+        order = distributed.shard(np.random.default_rng(shuffle_seed).permutation(len(frame)))
     for start in range(0, len(order), batch_size):
         rows = frame.iloc[order[start:start + batch_size]]
         yield pad_batch(rows["input_ids"].tolist(), tokenizer.pad_token_id), torch.tensor(rows["label_id"].to_numpy())
@@ -74,7 +92,7 @@ def _evaluate(model, frame: pd.DataFrame, tokenizer, batch_size: int, device: st
 
     model.eval()
     losses, predictions = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device):
         for inputs, labels in _batches(frame, batch_size, tokenizer, None):
             output = model(**_to(inputs, device), labels=labels.to(device))
             losses.append(float(output.loss) * len(labels))
@@ -82,57 +100,148 @@ def _evaluate(model, frame: pd.DataFrame, tokenizer, batch_size: int, device: st
     return sum(losses) / len(frame), float(f1_score(frame["label_id"], predictions, average="macro"))
 
 
-def fit(tokenized_dir: Path, params: Params, out_dir: Path, history_out: Path) -> dict:
+def class_weights(label_ids: np.ndarray, n_labels: int):
+    """``balanced``: n / (k * n_c), so every class carries the same total weight (absent classes: 1)."""
+    import torch
+
+    counts = np.bincount(label_ids, minlength=n_labels).astype(np.float64)
+    weights = np.where(counts > 0, len(label_ids) / (n_labels * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _loss(output, labels, weights):
+    """The model's own loss (AdaLoRA adds its orthogonality term there), re-weighted by class when asked."""
+    if weights is None:
+        return output.loss
+    import torch.nn.functional as F
+
+    logits = output.logits.float()
+    return output.loss - F.cross_entropy(logits, labels) + F.cross_entropy(logits, labels, weight=weights)
+
+
+def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | None = None):
+    """-> (trained model with the best epoch's weights, on CPU; summary). Resumes from a checkpoint if one fits."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_scheduler
 
     cfg = params.train
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = pick_device(cfg.device)
+    device = distributed.setup(pick_device(cfg.device))
+    rank, _, world_size = distributed.world()
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(tokenized_dir / TOKENIZER_DIR)
     train = pd.read_parquet(tokenized_dir / "train.parquet")
     val = pd.read_parquet(tokenized_dir / "val.parquet")
     identity = base_identity(params.model.base)
-    model = build_trainable(Path(identity["path"]), params.labels, params.peft).to(device)
+    batches_per_epoch = -(-len(distributed.shard(np.arange(len(train)))) // cfg.batch_size)
+    steps_per_epoch = -(-batches_per_epoch // cfg.grad_accum_steps)
+    total_steps = cfg.epochs * steps_per_epoch
+    model = build_trainable(Path(identity["path"]), params.labels, params.peft, total_steps).to(device)
     sizes = count_parameters(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+    forward = distributed.wrap(model, device)  # DDP averages gradients across ranks; the model itself is saved
+    if world_size > 1:
+        torch.manual_seed(cfg.seed + rank)  # own dropout masks per rank (DDP already synced the initial weights)
+    learning_rate = params.peft.settings.learning_rate or cfg.learning_rate
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    weights = (class_weights(train["label_id"].to_numpy(), len(params.labels)).to(device)
+               if cfg.class_weighting == "balanced" else None)
 
-    history, best_f1, best_state = [], -1.0, None
-    progress = tqdm(total=steps, desc="train", unit="step")
-    for epoch in range(1, cfg.epochs + 1):
+    folder = None
+    if checkpoint_root is not None and cfg.checkpoint_every_steps and world_size == 1:
+        sections = {k: params.as_dict()[k] for k in ("labels", "model", "peft", "train")}
+        folder = Path(checkpoint_root) / checkpoint.run_key(tokenized_dir, sections)
+    position = (checkpoint.load(folder, model, optimizer, scheduler) if folder else None) or {
+        "step": 0, "epoch": 1, "batch": 0, "running": 0.0, "history": [], "best_f1": -1.0, "best_state": None,
+        "since_best": 0}
+    resumed_from = position["step"]
+    if resumed_from:
+        print(f"train: resuming from checkpoint at step {resumed_from}/{total_steps} (epoch {position['epoch']})")
+
+    progress = tqdm(total=total_steps, initial=position["step"], desc="train", unit="step",
+                    disable=not distributed.is_main())
+    for epoch in range(position["epoch"], cfg.epochs + 1):
         model.train()
-        running = 0.0
-        for inputs, labels in _batches(train, cfg.batch_size, tokenizer, cfg.seed + epoch):
-            loss = model(**_to(inputs, device), labels=labels.to(device)).loss
-            loss.backward()
+        skip = position["batch"] if epoch == position["epoch"] else 0
+        running = position["running"] if epoch == position["epoch"] else 0.0
+        for number, (inputs, labels) in enumerate(_batches(train, cfg.batch_size, tokenizer, cfg.seed + epoch), 1):
+            if number <= skip:
+                continue  # consumed before the checkpoint
+            labels = labels.to(device)
+            with autocast(device):
+                output = forward(**_to(inputs, device), labels=labels)
+            loss = _loss(output, labels, weights)
+            (loss / cfg.grad_accum_steps).backward()
+            running += loss.item() * len(labels)
+            if number % cfg.grad_accum_steps and number != batches_per_epoch:
+                continue
             optimizer.step()
             scheduler.step()
+            position["step"] += 1
+            after_optimizer_step(model, params.peft, position["step"])  # reads the gradients: before zero_grad
             optimizer.zero_grad(set_to_none=True)
-            running += loss.item() * len(labels)
             progress.update(1)
-        val_loss, val_f1 = _evaluate(model, val, tokenizer, cfg.batch_size * 2, device)
-        history.append({"epoch": epoch, "train_loss": running / len(train), "val_loss": val_loss,
-                        "val_macro_f1": val_f1})
+            if folder and position["step"] % cfg.checkpoint_every_steps == 0 and number != batches_per_epoch:
+                checkpoint.save(folder, model, optimizer, scheduler,
+                                {**position, "epoch": epoch, "batch": number, "running": running})
+        val_loss, val_f1 = _evaluate(model, val, tokenizer, cfg.batch_size * 2, device)  # same on every rank
+        trained_rows = distributed.sum_across(float(len(distributed.shard(np.arange(len(train))))))
+        position["history"].append({"epoch": epoch, "train_loss": distributed.sum_across(running) / trained_rows,
+                                    "val_loss": val_loss,
+                                    "val_macro_f1": val_f1})
         progress.set_postfix(epoch=epoch, val_f1=f"{val_f1:.3f}")
-        if val_f1 > best_f1:
-            best_f1 = val_f1
-            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        if val_f1 > position["best_f1"]:
+            position["best_f1"], position["since_best"] = val_f1, 0
+            position["best_state"] = {n: p.detach().cpu().clone() for n, p in model.named_parameters()
+                                      if p.requires_grad}
+        else:
+            position["since_best"] += 1
+        stop = cfg.early_stopping_patience and position["since_best"] >= cfg.early_stopping_patience
+        if folder and not stop and epoch < cfg.epochs:  # the epoch boundary is a checkpoint too
+            checkpoint.save(folder, model, optimizer, scheduler, {**position, "epoch": epoch + 1, "batch": 0,
+                                                                  "running": 0.0})
+        if stop:
+            print(f"train: early stop after epoch {epoch} ({position['since_best']} epochs without a better validation macro-F1)")
+            break
     progress.close()
-    model.load_state_dict(best_state, strict=False)
-    best_epoch = max(history, key=lambda h: h["val_macro_f1"])["epoch"]
+    model = model.cpu()
+    model.load_state_dict(position["best_state"], strict=False)
+    after_best_weights_restored(model, params.peft)
+    model.eval()
+    history = position["history"]
+    summary = {"history": history, "best_epoch": max(history, key=lambda h: h["val_macro_f1"])["epoch"],
+               "best_val_macro_f1": position["best_f1"], "device": device, "base_model": identity,
+               "method": params.peft.method, "learning_rate": learning_rate, "optimizer_steps": position["step"],
+               "resumed_from_step": resumed_from, "processes": world_size, **sizes}
+    if folder:
+        checkpoint.clear(folder)
+    distributed.teardown()
+    return model, summary
 
+
+def save_trained(model, summary: dict, params: Params, tokenized_dir: Path, out_dir: Path) -> int:
+    """Write the bundle of a trained model -> its size in bytes."""
     meta = {"method": params.peft.method, "labels": list(params.labels), "max_length": params.model.max_length,
-            "base_model": identity, "best_epoch": best_epoch, "device": device, **sizes}
-    save_bundle(model.cpu(), tokenized_dir / TOKENIZER_DIR, meta, out_dir)
-    summary = {"history": history, "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "device": device,
-               "base_model": identity, **sizes,
-               "adapter_bytes": sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())}
+            "base_model": summary["base_model"], "best_epoch": summary["best_epoch"], "device": summary["device"],
+            **{k: summary[k] for k in ("trainable_params", "total_params", "trainable_pct")}}
+    save_bundle(model, tokenized_dir / TOKENIZER_DIR, meta, out_dir)
+    return sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
+
+
+def fit(tokenized_dir: Path, params: Params, out_dir: Path, history_out: Path,
+        checkpoint_root: Path | None = None, curve_out: Path | None = None) -> dict:
+    """Train, save the bundle to ``out_dir``, write the summary (and the training-curve plot)."""
+    model, summary = train_model(tokenized_dir, params, checkpoint_root)
+    if not distributed.is_main():
+        return summary  # rank 0 writes the one bundle and report
+    summary["adapter_bytes"] = save_trained(model, summary, params, tokenized_dir, out_dir)
+    summary["base_bytes"] = sum(f.stat().st_size for f in Path(summary["base_model"]["path"]).glob("*.safetensors"))
     history_out.parent.mkdir(parents=True, exist_ok=True)
     history_out.write_text(json.dumps(summary, indent=2))
+    if curve_out is not None:
+        plot_curve(summary["history"], curve_out, title=f"{params.peft.method}: best epoch {summary['best_epoch']}")
     return summary

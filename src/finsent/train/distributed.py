@@ -1,0 +1,94 @@
+"""Data-parallel training across the GPUs of a node (or CPU processes), from the same entry point.
+
+``torchrun --nproc_per_node N -m finsent.cli stage train ...`` (or ``accelerate launch``, which sets the
+same RANK / WORLD_SIZE / LOCAL_RANK variables) runs one process per device; ``train.processes`` > 1
+makes ``finsent stage train`` re-launch itself that way, so dvc.yaml and the Prefect flow need no
+change. Each rank trains on its own shard of every epoch's batch order, gradients are averaged
+by DistributedDataParallel, and only rank 0 writes checkpoints, the bundle and the report (the flow's
+MLflow logging reads those, so only rank 0's results are ever logged).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+
+def world() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from the launcher's environment; (0, 0, 1) when launched plainly."""
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def setup(device: str) -> str:
+    """Join the process group when launched with several processes -> this rank's device."""
+    _, local_rank, size = world()
+    if size == 1:
+        return device
+    import torch
+    import torch.distributed as dist
+
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return device
+
+
+def wrap(model, device: str):
+    """The module to run forward/backward through: DDP around ``model`` when distributed, else ``model``."""
+    if world()[2] == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
+
+
+def shard(order: np.ndarray) -> np.ndarray:
+    """This rank's rows of an epoch order; padded by wrapping so every rank gets as many batches."""
+    rank, _, size = world()
+    if size == 1:
+        return order
+    per_rank = -(-len(order) // size)
+    padded = np.concatenate([order, order[:per_rank * size - len(order)]])
+    return padded[rank::size]
+
+
+def sum_across(value: float) -> float:
+    if world()[2] == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor[0])
+
+
+def teardown() -> None:
+    if world()[2] > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def processes_wanted(setting: int | str) -> int:
+    if setting == "auto":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return int(setting)
+
+
+def relaunch_command(processes: int, argv: list[str]) -> list[str]:
+    """The torchrun command that runs this same CLI call once per device."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "finsent.cli", *argv]

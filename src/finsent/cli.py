@@ -83,11 +83,11 @@ def _train_distributed(processes: int, args) -> None:
     """Re-run this same `stage train` call under torchrun, one process per device; rank 0 writes the outputs."""
     import subprocess
 
-    from finsent.train.distributed import relaunch_command
+    from finsent.train.distributed import relaunch_command, relaunch_env
 
     command = relaunch_command(processes, args.argv)
     print(f"train: data-parallel on {processes} processes: {' '.join(command[2:])}")
-    done = subprocess.run(command)
+    done = subprocess.run(command, env=relaunch_env())
     if done.returncode:
         raise FinsentError(f"data-parallel training failed (torchrun exit code {done.returncode}); the ranks' "
                            f"errors are above; set train.processes: 1 to train in one process")

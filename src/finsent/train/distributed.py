@@ -90,5 +90,16 @@ def processes_wanted(setting: int | str) -> int:
 
 def relaunch_command(processes: int, argv: list[str]) -> list[str]:
     """The torchrun command that runs this same CLI call once per device."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "finsent.cli", *argv]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--rdzv-backend=c10d",
+            "--rdzv-endpoint=127.0.0.1:0", f"--nproc_per_node={processes}", "-m", "finsent.cli", *argv]
+
+
+def relaunch_env() -> dict:
+    """One node talks to itself: over loopback, whatever the host name resolves to (gloo picks its interface
+    from it otherwise)."""
+    import torch
+
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return env

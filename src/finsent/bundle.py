@@ -24,18 +24,19 @@ from finsent.train.methods import HEAD_MODULES, load_base_classifier
 META_FILE = "finsent_model.json"
 HEAD_FILE = "head.safetensors"
 FULL_FILE = "full_model.safetensors"
+WEIGHT_FILES = {"head_only": HEAD_FILE, "full": FULL_FILE}  # methods saved as plain safetensors, not by PEFT
 
 
 def save_bundle(model, tokenizer_dir: Path, meta: dict, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    if meta["method"] in ("head_only", "full"):
+    if meta["method"] in WEIGHT_FILES:
         from safetensors.torch import save_file
 
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                    if meta["method"] == "full" or k.split(".")[0] in HEAD_MODULES}
-        save_file(weights, str(out_dir / (HEAD_FILE if meta["method"] == "head_only" else FULL_FILE)))
+        save_file(weights, str(out_dir / WEIGHT_FILES[meta["method"]]))
     else:
         model.save_pretrained(str(out_dir))
         canonical_adapter_config(out_dir / "adapter_config.json")
@@ -65,11 +66,11 @@ def load_bundle(bundle_dir: Path):
     bundle_dir = Path(bundle_dir)
     meta = read_meta(bundle_dir)
     model = load_base_classifier(verified_base_path(meta["base_model"]), meta["labels"])
-    if meta["method"] in ("head_only", "full"):
+    if meta["method"] in WEIGHT_FILES:
         from safetensors.torch import load_file
 
-        full = meta["method"] == "full"
-        model.load_state_dict(load_file(str(bundle_dir / (FULL_FILE if full else HEAD_FILE))), strict=full)
+        model.load_state_dict(load_file(str(bundle_dir / WEIGHT_FILES[meta["method"]])),
+                              strict=meta["method"] == "full")
     else:
         from peft import PeftModel
 
@@ -89,7 +90,7 @@ def export_merged(bundle_dir: Path, out_dir: Path) -> dict:
     model, tokenizer, meta = load_bundle(bundle_dir)
     if meta["method"] in MERGEABLE:
         model = model.merge_and_unload()
-    elif meta["method"] not in ("head_only", "full"):
+    elif meta["method"] not in WEIGHT_FILES:
         raise FinsentError(f"a {meta['method']} bundle cannot be merged (its virtual tokens are not weights of "
                            f"the base); serve the bundle itself, or train with one of {', '.join(MERGEABLE)}")
     if out_dir.exists():

@@ -61,13 +61,14 @@ def shard(order: np.ndarray) -> np.ndarray:
     return padded[rank::size]
 
 
-def sum_across(value: float) -> float:
+def sum_across(value: float, device: str) -> float:
+    """Sum of ``value`` over all ranks (the tensor lives on ``device``: NCCL reduces GPU tensors only)."""
     if world()[2] == 1:
         return value
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor([value], dtype=torch.float64)
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return float(tensor[0])
 

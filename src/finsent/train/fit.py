@@ -135,7 +135,8 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
     train = pd.read_parquet(tokenized_dir / "train.parquet")
     val = pd.read_parquet(tokenized_dir / "val.parquet")
     identity = base_identity(params.model.base)
-    batches_per_epoch = -(-len(distributed.shard(np.arange(len(train)))) // cfg.batch_size)
+    rank_rows = len(distributed.shard(np.arange(len(train))))  # rows this rank trains on per epoch
+    batches_per_epoch = -(-rank_rows // cfg.batch_size)
     steps_per_epoch = -(-batches_per_epoch // cfg.grad_accum_steps)
     total_steps = cfg.epochs * steps_per_epoch
     model = build_trainable(Path(identity["path"]), params.labels, params.peft, total_steps).to(device)
@@ -189,8 +190,8 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
                 checkpoint.save(folder, model, optimizer, scheduler,
                                 {**position, "epoch": epoch, "batch": number, "running": running})
         val_loss, val_f1 = _evaluate(model, val, tokenizer, cfg.batch_size * 2, device)  # same on every rank
-        trained_rows = distributed.sum_across(float(len(distributed.shard(np.arange(len(train))))))
-        position["history"].append({"epoch": epoch, "train_loss": distributed.sum_across(running) / trained_rows,
+        trained_rows = distributed.sum_across(float(rank_rows), device)
+        position["history"].append({"epoch": epoch, "train_loss": distributed.sum_across(running, device) / trained_rows,
                                     "val_loss": val_loss,
                                     "val_macro_f1": val_f1})
         progress.set_postfix(epoch=epoch, val_f1=f"{val_f1:.3f}")

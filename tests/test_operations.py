@@ -242,6 +242,9 @@ def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float =
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            tree = subprocess.run(["ps", "-o", "pid,ppid,etime,stat,args", "--ppid", str(process.pid)],
+                                  capture_output=True, text=True).stdout
+            print(f"still running {timeout:.0f} s after signal {sig}; its children:\n{tree}")
             process.kill()
             process.wait()
     return process.returncode

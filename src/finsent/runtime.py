@@ -56,9 +56,10 @@ def apply_defaults(root: Path) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # Prefect waits 20 s for its ephemeral API to come up; a busy 2-core machine (CI, a training run beside)
-    # can take longer, and the run then dies before doing anything. Waiting longer costs nothing when idle.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if not os.environ.get("PREFECT_API_URL"):
+        # Prefect waits 20 s for its ephemeral API to come up; a busy 2-core machine (CI, a training run beside)
+        # can take longer, and the run then dies before doing anything. Only where the ephemeral API is used.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

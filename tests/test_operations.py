@@ -236,9 +236,13 @@ def prefect_server(tmp_path_factory):
         log.close()
 
 
-def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30, group: bool = False) -> int:
+    """Signal ``process`` (``group``: its whole process group, as a terminal's Ctrl-C does) and wait for it."""
     if process.poll() is None:
-        process.send_signal(sig)
+        if group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -274,7 +278,7 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
                            train={"epochs": 1}, gate=GATES_OFF)
     log = (tmp_path / "serve.log").open("w")
     serve = subprocess.Popen([FINSENT, "serve"], cwd=project, stdout=log, stderr=subprocess.STDOUT, text=True,
-                             env=_env(PREFECT_API_URL=prefect_server))
+                             env=_env(PREFECT_API_URL=prefect_server), start_new_session=True)
     try:
         deployment = _deployment(prefect_server, "finsent-training/scheduled-retraining", serve)
         assert deployment["parameters"] == {"project_dir": str(project)}
@@ -313,7 +317,8 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
         limit = _api(f"{prefect_server}/v2/concurrency_limits/finsent-promotion")
         assert limit["limit"] == 1 and limit["active_slots"] == 0  # created by the run, its slot given back
     finally:
-        code = _stop(serve, signal.SIGINT, timeout=120)  # pausing the schedule is an API call: slow on a busy machine
+        # Ctrl-C: SIGINT to the terminal's foreground process group, i.e. also to the runner's flow-run processes
+        code = _stop(serve, signal.SIGINT, timeout=120, group=True)
         log.close()
     assert code == 0, (tmp_path / "serve.log").read_text()
     assert _api(f"{prefect_server}/deployments/name/finsent-training/scheduled-retraining")["paused"] is True

@@ -293,6 +293,19 @@ def cmd_promote(args) -> None:
                                                              " already"))
 
 
+def cmd_doctor(args) -> None:
+    from finsent.doctor import doctor
+
+    root = project_root()
+    print(f"finsent doctor (project {root})")
+    checks = doctor(root)
+    for check in checks:
+        print(check.line())
+    failed = [check.name for check in checks if not check.ok]
+    if failed:
+        raise FinsentError(f"{', '.join(failed)}: not usable (see above)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finsent", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -368,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--force", action="store_true", help="required: acknowledges that gates are skipped")
     promote.add_argument("--reason", required=True, help="why (recorded in the alias history)")
     promote.set_defaults(func=cmd_promote)
+
+    doctor = commands.add_parser("doctor", help="check the configured MLflow, Prefect and DVC remote: reachable, "
+                                               "versions, auth, writable")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -15,11 +15,28 @@ from pathlib import Path
 
 import yaml
 
+REMOTE_URL_ENV = "FINSENT_DVC_REMOTE_URL"  # a shared DVC remote (s3://bucket/path, ...) instead of .dvc/config's
+REMOTE_ENDPOINT_ENV = "AWS_ENDPOINT_URL"  # an S3-compatible store (MinIO, ...) rather than AWS itself
+ENV_REMOTE = "env"  # the name that remote gets in DVC's config for this process
+
+
+def open_repo(root: Path):
+    """DVC's Repo at ``root``; with FINSENT_DVC_REMOTE_URL set, that URL is its default remote (credentials stay
+    in the environment -- AWS_ACCESS_KEY_ID, ... -- where DVC's S3 client reads them; nothing is written)."""
+    from dvc.repo import Repo
+
+    url = os.environ.get(REMOTE_URL_ENV)
+    if not url:
+        return Repo(str(root))
+    remote = {"url": url}
+    if os.environ.get(REMOTE_ENDPOINT_ENV) and url.startswith("s3://"):
+        remote["endpointurl"] = os.environ[REMOTE_ENDPOINT_ENV]
+    return Repo(str(root), config={"core": {"remote": ENV_REMOTE}, "remote": {ENV_REMOTE: remote}})
+
 
 def reproduce_stage(root: Path, stage: str) -> dict:
     """Run ``stage`` if its deps, params or code changed. -> {stage, ran, error}."""
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     from finsent.cli import ERROR_FILE_ENV
 
@@ -33,7 +50,7 @@ def reproduce_stage(root: Path, stage: str) -> dict:
         error_file = Path(handle.name)
     os.environ[ERROR_FILE_ENV] = str(error_file)
     try:
-        with Repo(str(root)) as repo:
+        with open_repo(root) as repo:
             ran = repo.reproduce(stage, single_item=True)
         return {"stage": stage, "ran": bool(ran), "error": None}
     except DvcException as exc:
@@ -52,9 +69,7 @@ def _root_cause(exc: BaseException) -> str:
 
 def push(root: Path) -> int:
     """Send every cached output to the default DVC remote; -> number of files transferred."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         return int(repo.push())
 
 

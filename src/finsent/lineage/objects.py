@@ -16,10 +16,10 @@ from finsent.errors import FinsentError
 def object_stores(root: Path):
     """(local cache, default remote or None, remote name/why) of the DVC project at ``root``."""
     from dvc.exceptions import DvcException, NotDvcRepoError
-    from dvc.repo import Repo
+    from finsent.versioning import open_repo
 
     try:
-        repo = Repo(str(root))
+        repo = open_repo(root)
     except NotDvcRepoError as exc:
         raise FinsentError(f"{root} is not a finsent project (no .dvc/): run this in a clone of the project, "
                            f"whose DVC remote holds the run's outputs") from exc

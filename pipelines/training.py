@@ -23,7 +23,8 @@ from finsent.evaluate.compare import compare
 from finsent.evaluate.gates import describe, gate
 from finsent.evaluate.report import evaluation_report
 from finsent.promotion import ChampionMoved, promote, record_refusal
-from finsent.registry import champion_bundle, champion_profile, get_or_register, registry_state
+from finsent.registry import champion_bundle, champion_profile, get_or_register, registry_state, tracking_step
+from finsent.runtime import apply_defaults
 from finsent.versioning import code_revision, lock_text, push, reproduce_stage
 
 NETWORK_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # registry / remote calls
@@ -44,6 +45,7 @@ def stage_task(root: Path, stage: str) -> dict:
 
 
 @task(name="champion-data-profile", **NETWORK_RETRIES)
+@tracking_step("champion data profile")
 def reference_task(root: Path) -> tuple[dict | None, str]:
     return champion_profile(_params(root).registry)
 
@@ -56,11 +58,13 @@ def drift_task(root: Path, reference: tuple[dict | None, str]) -> dict:
 
 
 @task(name="registry-state", **NETWORK_RETRIES)
+@tracking_step("registry state")
 def state_task(root: Path) -> dict:
     return registry_state(root, _params(root))
 
 
 @task(name="compare-with-champion", **NETWORK_RETRIES)
+@tracking_step("compare with champion")
 def compare_task(root: Path, state: dict) -> dict:
     champion = state["champion"]
     if champion is None or champion == state["existing_version"]:  # nothing to compare, or comparing to itself
@@ -83,6 +87,7 @@ def gate_task(root: Path) -> dict:
 
 
 @task(name="register", **NETWORK_RETRIES)
+@tracking_step("register")
 def register_task(root: Path, state: dict, verdict: dict) -> dict:
     lineage = {"code": code_revision(root), "dvc_lock": lock_text(root),
                "base_model": _read(root, layout.TRAIN_REPORT)["base_model"],
@@ -91,7 +96,8 @@ def register_task(root: Path, state: dict, verdict: dict) -> dict:
     return get_or_register(root, _params(root), state, verdict, lineage)
 
 
-@task(name="promote")
+@task(name="promote", **NETWORK_RETRIES)  # safe to retry: the alias moves by compare-and-set
+@tracking_step("promote")
 def promote_task(root: Path, registration: dict, verdict: dict, compared_with: str | None) -> dict:
     """Compare-and-set: promote only if the champion is still the one this candidate was compared with."""
     from mlflow import MlflowClient
@@ -124,6 +130,7 @@ def promote_task(root: Path, registration: dict, verdict: dict, compared_with: s
 
 
 @task(name="publish-report", **NETWORK_RETRIES)
+@tracking_step("publish report")
 def report_task(root: Path, registration: dict, verdict: dict, promotion: dict) -> None:
     from mlflow import MlflowClient
 
@@ -187,6 +194,9 @@ def notify_failure(flow, flow_run, state) -> None:
 @flow(name="finsent-training", on_failure=[notify_failure], on_crashed=[notify_failure])
 def training_flow(project_dir: str) -> dict:
     root = Path(project_dir)
+    # A worker's flow run did not come through the CLI: the project's embedded stores unless the worker's
+    # environment names servers (MLFLOW_TRACKING_URI, ...): its environment is the configuration.
+    apply_defaults(root)
     stages = []
     for name in layout.STAGES:
         outcome = stage_task(root, name)

@@ -9,8 +9,10 @@ instead of registering a copy. Alias moves live in ``promotion.py``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -20,11 +22,40 @@ from mlflow.exceptions import MlflowException
 
 from finsent import __version__, layout
 from finsent.config import Params, RegistryParams
+from finsent.errors import FinsentError
 from finsent.runtime import artifact_root
 from finsent.serving import BUNDLE_ARTIFACT, signature
 
 FINGERPRINT_TAG = "finsent.fingerprint"
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models-from-code: no pickled objects
+
+
+UNREACHABLE_MARKS = ("Connection refused", "Read timed out", "Connection aborted", "RemoteDisconnected",
+                     "Name or service not known", "Failed to establish a new connection", "Max retries exceeded")
+
+
+def tracking_step(step: str):
+    """Decorator for a flow step that talks to MLflow: a tracking server that does not answer becomes one line
+    naming the server, the step and what to do (Prefect's task retries still apply, since it is raised)."""
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except (MlflowException, OSError) as exc:
+                text = str(exc)
+                reason = next((mark for mark in UNREACHABLE_MARKS if mark in text), None)
+                if reason is None:
+                    raise
+                from finsent.doctor import redact
+
+                server = redact(os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri())
+                raise FinsentError(f"MLflow tracking server {server} not reachable during '{step}' "
+                                   f"({reason}); nothing after this step ran, the champion "
+                                   f"alias moves only in a completed compare-and-set: rerun when the server answers "
+                                   f"(`finsent doctor` checks it)") from exc
+        return wrapper
+    return decorate
 
 
 def champion_uri(params: RegistryParams) -> str:

@@ -35,6 +35,35 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def start_process(command: list[str], env: dict, health_url: str, log: Path, timeout: float = 120) -> subprocess.Popen:
+    """A server process logging to ``log``, returned once ``health_url`` answers 200."""
+    handle = log.open("a")
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True, env=env)
+    handle.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[0]} exited with {process.returncode}: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise TimeoutError(f"{health_url} did not answer within {timeout}s: {log.read_text()[-3000:]}")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path):
     """`mlflow server` on a free loopback port; yields its URL."""

@@ -78,6 +78,37 @@ def test_fit_writes_summary_and_training_curve(tmp_path, tiny_base, tokenized):
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_bf16_autocast_path_trains_and_saves_fp32(tmp_path, tiny_base, tokenized, monkeypatch):
+    """The CUDA path (bf16 autocast in training and validation) forced on the CPU: only the device differs."""
+    import torch
+
+    import finsent.train.fit as fit_module
+
+    monkeypatch.setattr(fit_module, "uses_bf16", lambda device: True)
+    seen = set()
+    original = fit_module.build_trainable
+
+    def recording(*args, **kwargs):
+        model = original(*args, **kwargs)
+        head = next(m for n, m in model.named_modules() if n.endswith("classifier.modules_to_save.default"))
+        head.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+        return model
+
+    monkeypatch.setattr(fit_module, "build_trainable", recording)
+    params = _params(tiny_base, "lora", epochs=2)
+    model, summary = train_model(tokenized, params)
+    assert seen == {torch.bfloat16}, seen  # every forward pass ran under bf16 autocast
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in summary["history"])
+    assert summary["history"][-1]["train_loss"] < summary["history"][0]["train_loss"] * 1.5
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # autocast never casts the weights
+    save_trained(model, summary, params, tokenized, tmp_path / "adapter")
+    loaded, tokenizer, _ = load_bundle(tmp_path / "adapter")
+    batch = tokenizer(["profit rose to a record"], return_tensors="pt")
+    batch = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.inference_mode():
+        assert torch.equal(model(**batch).logits, loaded(**batch).logits)
+
+
 def test_training_options_accumulation_class_weights_early_stop(tiny_base, tokenized):
     params = _params(tiny_base, "lora", epochs=6, grad_accum_steps=2, class_weighting="balanced",
                      lr_schedule="cosine", early_stopping_patience=1, learning_rate=1e-9)

@@ -41,12 +41,19 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def autocast(device: str):
-    """bf16 autocast on a GPU that supports it; full precision otherwise (CPU: fp32)."""
+def uses_bf16(device: str) -> bool:
     import torch
 
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
+def autocast(device: str):
+    """bf16 autocast on a GPU that supports it; full precision otherwise (CPU: fp32). The weights, optimizer
+    state and saved adapter stay fp32 either way."""
+    import torch
+
+    if uses_bf16(device):
+        return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -29,10 +29,14 @@ def schedule_of(schedule: ScheduleParams):
 
 def serve(root: Path) -> None:
     """Register the deployment and serve it until interrupted (blocks)."""
+    import os
+
     from pipelines.training import training_flow
 
     schedule = load_params(root / "params.yaml").schedule
     cron = schedule_of(schedule)
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # the runs it starts
+    ensure_crash_detection()
     print(f"finsent: serving deployment 'finsent-training/{schedule.deployment_name}' "
           f"(cron '{schedule.cron}' {schedule.timezone}; project {root}); Ctrl-C stops it and pauses the schedule",
           flush=True)
@@ -40,3 +44,42 @@ def serve(root: Path) -> None:
                         global_limit=schedule.max_concurrent_runs, tags=["finsent", "retraining"],
                         description="finsent scheduled retraining: stages, gate, register, promote, push "
                                     f"for the project in {root}")
+
+
+CRASH_DETECTION = "finsent: crash unresponsive training runs"
+HEARTBEAT_SECONDS = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY of served / worker runs (Prefect's minimum)
+
+
+def ensure_crash_detection(flow_name: str = "finsent-training", silence_seconds: int = 3 * HEARTBEAT_SECONDS) -> bool:
+    """The Prefect automation that marks a run of ``flow_name`` Crashed when its heartbeats stop (its worker or
+    machine died): otherwise it would stay Running forever and hold its deployment's concurrency slot, so no
+    later scheduled run could start. Created once per server; -> True when it was created now."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    try:
+        Automation.read(name=CRASH_DETECTION)
+        return False
+    except ValueError:  # not there yet
+        pass
+    Automation(
+        name=CRASH_DETECTION,
+        description=f"finsent: a {flow_name} run without a heartbeat for {silence_seconds} s is marked Crashed",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "flow", "prefect.resource.name": flow_name}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=silence_seconds)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {silence_seconds} s: its worker or machine stopped "
+                                            f"(finsent crash detection)")],
+    ).create()
+    return True

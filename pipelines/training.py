@@ -8,6 +8,7 @@ model registry, so they are flow tasks and not DVC stages.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -175,6 +176,15 @@ def promotion_slot(schedule):
     return concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=schedule.promotion_timeout_seconds, holder=holder)
 
 
+def _ensure_crash_detection() -> None:
+    from pipelines.deployment import ensure_crash_detection
+
+    try:
+        ensure_crash_detection()
+    except Exception as exc:  # e.g. a server without automations: a warning, the run goes on
+        print(f"  warning: crash detection automation not created ({type(exc).__name__}: {exc})", flush=True)
+
+
 def notify_failure(flow, flow_run, state) -> None:
     """on_failure / on_crashed hook: report the run (a log line; a POST when FINSENT_WEBHOOK_URL is set).
     An interactive `finsent run` without a webhook is left alone: its CLI prints the failure as its one error line."""
@@ -197,6 +207,8 @@ def training_flow(project_dir: str) -> dict:
     # A worker's flow run did not come through the CLI: the project's embedded stores unless the worker's
     # environment names servers (MLFLOW_TRACKING_URI, ...): its environment is the configuration.
     apply_defaults(root)
+    if os.environ.get("PREFECT_API_URL"):  # a server, shared by runs that may outlive their worker
+        _ensure_crash_detection()
     stages = []
     for name in layout.STAGES:
         outcome = stage_task(root, name)

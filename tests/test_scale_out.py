@@ -79,7 +79,7 @@ class Stack:
 
     def start_prefect(self) -> None:
         command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port),
-                   "--no-ui", "--no-services"]
+                   "--no-ui"]  # with its services: automations (crash detection) need them
         env = {**_clean_env(), "PREFECT_HOME": str(self.folder / "prefect-server-home"),
                "PREFECT_API_DATABASE_CONNECTION_URL": self.prefect_db,
                "PREFECT_SERVER_API_AUTH_STRING": f"admin:{self.secrets['prefect']}",
@@ -96,9 +96,21 @@ class Stack:
         log = (self.folder / "worker.log").open("a")
         self.processes["worker"] = subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", "finsent-process", "--type", "process"],
-            cwd=project, stdout=log, stderr=subprocess.STDOUT, text=True,
+            cwd=project, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
             env={**self.env, "PREFECT_HOME": str(self.folder / "worker-home"), "PREFECT_LOGGING_LEVEL": "INFO"})
         log.close()
+
+    def kill_worker(self) -> int:
+        """SIGKILL the worker and every process under it (its flow runs), as when its machine dies."""
+        import psutil
+
+        worker = psutil.Process(self.processes["worker"].pid)
+        tree = [worker, *worker.children(recursive=True)]
+        for process in tree:
+            process.kill()
+        psutil.wait_procs(tree, timeout=30)
+        self.processes["worker"].wait()
+        return len(tree)
 
     def s3(self):
         import boto3
@@ -186,8 +198,12 @@ def _flow_logs(stack: Stack, run_id: str) -> str:
     return "\n".join(entry["message"] for entry in logs)
 
 
-def test_a_worker_trains_against_team_servers(stack, tmp_path, tiny_base):
-    project = make_project(tmp_path / "team", 20, model={"base": str(tiny_base), "max_length": 32},
+@pytest.fixture(scope="module")
+def team(stack, tmp_path_factory, tiny_base) -> tuple[Path, dict, str]:
+    """A project deployed from prefect.yaml to the server's process pool, a worker polling it; `finsent doctor`
+    run first -> (project, deployment, doctor's output)."""
+    project = make_project(tmp_path_factory.mktemp("team") / "project", 20,
+                           model={"base": str(tiny_base), "max_length": 32},
                            train={"epochs": 1, "checkpoint_every_steps": 0}, gate=GATES_OFF)
     (project / "prefect.yaml").write_text((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
 
@@ -202,7 +218,11 @@ def test_a_worker_trains_against_team_servers(stack, tmp_path, tiny_base):
         assert result.returncode == 0, result.stdout + result.stderr
     deployment = stack.prefect(f"/deployments/name/{DEPLOYMENT}")
     stack.start_worker(project)
+    return project, deployment, doctor.stdout + doctor.stderr
 
+
+def test_a_worker_trains_against_team_servers(stack, team, tmp_path):
+    project, deployment, doctor_output = team
     started = time.monotonic()
     run = _wait_run(stack, _trigger(stack, deployment["id"]))
     logs = _flow_logs(stack, run["id"])
@@ -226,7 +246,7 @@ def test_a_worker_trains_against_team_servers(stack, tmp_path, tiny_base):
     record = json.dumps(_call(f"{stack.mlflow_url}/api/2.0/mlflow/runs/get?run_id={version['run_id']}",
                               ("finsent-admin", stack.secrets["mlflow"])))
     texts = {"worker log": (stack.folder / "worker.log").read_text(), "flow-run logs": logs, "MLflow run": record,
-             "doctor": doctor.stdout + doctor.stderr, "params.yaml": (project / "params.yaml").read_text()}
+             "doctor": doctor_output, "params.yaml": (project / "params.yaml").read_text()}
     texts.update({str(p.relative_to(project)): p.read_text(errors="ignore")
                   for p in (project / "reports").rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".txt")})
     leaks = [(where, name) for where, text in texts.items() for name, secret in stack.secrets.items()
@@ -262,3 +282,40 @@ def test_a_worker_trains_against_team_servers(stack, tmp_path, tiny_base):
     rerun = _wait_run(stack, _trigger(stack, deployment["id"]))
     assert rerun["state"]["type"] == "COMPLETED", f"{rerun['state']}\n{_flow_logs(stack, rerun['id'])}"
     assert stack.champion_version() == "2", stack.mlflow("registered-models/get", name=MODEL)
+
+
+def test_a_run_whose_worker_dies_is_marked_crashed_and_the_next_run_goes_on(stack, team):
+    """The worker and its flow-run process are SIGKILLed mid-training: the run's heartbeats stop, the crash
+    detection automation (created by the flow) marks it Crashed, which frees the deployment's concurrency slot;
+    a new worker then picks up the next scheduled run and completes it."""
+    project, deployment, _ = team
+    set_params(project, train={"epochs": 1, "checkpoint_every_steps": 0, "seed": 11})
+    run_id = _trigger(stack, deployment["id"])
+    deadline = time.monotonic() + 300
+    while stack.prefect(f"/flow_runs/{run_id}")["state"]["type"] != "RUNNING":
+        assert time.monotonic() < deadline, stack.prefect(f"/flow_runs/{run_id}")["state"]
+        time.sleep(1)
+    time.sleep(15)  # the first heartbeat is sent when the run starts; now it is in its stages
+    killed = stack.kill_worker()
+    killed_at = time.monotonic()
+    assert stack.prefect(f"/flow_runs/{run_id}")["state"]["type"] == "RUNNING"  # nobody told the server
+
+    while (state := stack.prefect(f"/flow_runs/{run_id}")["state"])["type"] == "RUNNING":
+        assert time.monotonic() < killed_at + 300, "the killed run was never marked Crashed"
+        time.sleep(3)
+    print(f"\nkilled worker ({killed} processes): run marked {state['name']} after "
+          f"{time.monotonic() - killed_at:.0f} s: {state['message']}")
+    assert state["type"] == "CRASHED" and "no heartbeat" in state["message"], state
+
+    stack.start_worker(project)
+    scheduled = stack.prefect(f"/deployments/{deployment['id']}/create_flow_run", {"state": {
+        "type": "SCHEDULED", "state_details": {"scheduled_time": _utc_in(5)}}})
+    done = _wait_run(stack, scheduled["id"])
+    assert done["state"]["type"] == "COMPLETED", f"{done['state']}\n{_flow_logs(stack, done['id'])}"
+    assert stack.champion_version() == "3"
+
+
+def _utc_in(seconds: float) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()

@@ -21,37 +21,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0, log: Path | None = None) -> None:
+    """Until ``url`` answers 200; the server's output (``log``, else its stderr pipe) in the error otherwise."""
+    def output() -> str:
+        return log.read_text()[-3000:] if log else (process.stderr.read()[-2000:] if process.stderr else "")
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+            raise RuntimeError(f"server exited with {process.returncode}: {output()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
+    process.kill()
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {output()}")
 
 
 def start_process(command: list[str], env: dict, health_url: str, log: Path, timeout: float = 120) -> subprocess.Popen:
     """A server process logging to ``log``, returned once ``health_url`` answers 200."""
-    handle = log.open("a")
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True, env=env)
-    handle.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[0]} exited with {process.returncode}: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(health_url, timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise TimeoutError(f"{health_url} did not answer within {timeout}s: {log.read_text()[-3000:]}")
+    with log.open("a") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True, env=env)
+    wait_for(health_url, process, timeout, log)
+    return process
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:

@@ -35,25 +35,28 @@ def serve(root: Path) -> None:
 
     schedule = load_params(root / "params.yaml").schedule
     cron = schedule_of(schedule)
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # the runs it starts
+    os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)  # the runs it starts: HEARTBEAT_TAG
     ensure_crash_detection()
     print(f"finsent: serving deployment 'finsent-training/{schedule.deployment_name}' "
           f"(cron '{schedule.cron}' {schedule.timezone}; project {root}); Ctrl-C stops it and pauses the schedule",
           flush=True)
     training_flow.serve(name=schedule.deployment_name, schedules=[cron], parameters={"project_dir": str(root)},
-                        global_limit=schedule.max_concurrent_runs, tags=["finsent", "retraining"],
+                        global_limit=schedule.max_concurrent_runs, tags=["finsent", "retraining", HEARTBEAT_TAG],
                         description="finsent scheduled retraining: stages, gate, register, promote, push "
                                     f"for the project in {root}")
 
 
 CRASH_DETECTION = "finsent: crash unresponsive training runs"
 HEARTBEAT_SECONDS = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY of served / worker runs (Prefect's minimum)
+# Only runs carrying this tag are judged: their deployment promises heartbeats every HEARTBEAT_SECONDS (finsent
+# serve, prefect.yaml). A run with Prefect's default (180 s) would otherwise be marked Crashed while healthy.
+HEARTBEAT_TAG = "finsent-heartbeat-30s"
 
 
 def ensure_crash_detection(flow_name: str = "finsent-training", silence_seconds: int = 3 * HEARTBEAT_SECONDS) -> bool:
-    """The Prefect automation that marks a run of ``flow_name`` Crashed when its heartbeats stop (its worker or
-    machine died): otherwise it would stay Running forever and hold its deployment's concurrency slot, so no
-    later scheduled run could start. Created once per server; -> True when it was created now."""
+    """The Prefect automation that marks a run of ``flow_name`` tagged HEARTBEAT_TAG Crashed when its heartbeats
+    stop (its worker or machine died): otherwise it would stay Running forever and hold its deployment's
+    concurrency slot, so no later scheduled run could start. Created once per server; -> True when created now."""
     from datetime import timedelta
 
     from prefect.automations import Automation
@@ -75,7 +78,10 @@ def ensure_crash_detection(flow_name: str = "finsent-training", silence_seconds:
             expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
                     "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            match_related=ResourceSpecification({"prefect.resource.role": "flow", "prefect.resource.name": flow_name}),
+            match_related=[  # all of them: a finsent training run that sends heartbeats often enough
+                ResourceSpecification({"prefect.resource.role": "flow", "prefect.resource.name": flow_name}),
+                ResourceSpecification({"prefect.resource.role": "tag",
+                                       "prefect.resource.id": f"prefect.tag.{HEARTBEAT_TAG}"})],
             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
             within=timedelta(seconds=silence_seconds)),
         actions=[ChangeFlowRunState(state=StateType.CRASHED,

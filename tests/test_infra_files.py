@@ -281,13 +281,15 @@ def test_mlflow_start_writes_an_auth_config_mlflow_reads(tmp_path, monkeypatch):
                                                                     "mlflow_auth")
 
 
-def test_mlflow_start_command_is_one_mlflow_server_accepts():
+def test_mlflow_start_command_is_one_mlflow_server_accepts(monkeypatch):
     from mlflow.cli import server
 
     start = load_mlflow_start()
     env = {"POSTGRES_USER": "finsent", "POSTGRES_PASSWORD": "secret"}
     argv = start.server_argv(env)
     assert argv[:2] == ["mlflow", "server"]
+    assert not any("secret" in arg for arg in argv)  # the password never on the command line (ps shows it)
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", start.database_uri(env, "mlflow"))  # what main() sets
     params = server.make_context("server", argv[2:]).params  # parses the options, starts nothing
     assert params["backend_store_uri"] == "postgresql://finsent:secret@postgres:5432/mlflow"
     assert params["artifacts_destination"] == "s3://mlflow"

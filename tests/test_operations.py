@@ -143,6 +143,11 @@ def test_schedule_params_and_prefect_yaml_agree():
     assert deployment["entrypoint"] == "pipelines/training.py:training_flow"
     assert deployment["schedules"] == [{"cron": schedule.cron, "timezone": schedule.timezone, "active": True}]
     assert deployment["concurrency_limit"] == schedule.max_concurrent_runs
+    # crash detection judges only runs with the heartbeat tag: the tag and the heartbeat setting go together
+    from pipelines.deployment import HEARTBEAT_SECONDS, HEARTBEAT_TAG
+
+    assert HEARTBEAT_TAG in deployment["tags"]
+    assert deployment["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS)
 
 
 def test_bad_schedule_values_are_one_line_errors(tmp_path):

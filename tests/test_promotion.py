@@ -83,6 +83,19 @@ def test_stale_comparison_is_refused_not_overwritten(versions):
     assert client.get_model_version_by_alias(params.model_name, "previous-champion").version == v1
 
 
+def test_a_retried_promote_records_the_move_it_interrupted(versions):
+    """A promote that moved the aliases but died before writing its history event (tracking server gone): the
+    flow's retry finds the candidate already champion and writes the missing event; a further retry adds none."""
+    client, params, (v1, v2, _, _) = versions
+    promote(client, params, v1, expected_champion=None, reason="first")
+    client.set_registered_model_alias(params.model_name, "previous-champion", v1)  # what the interrupted one did
+    client.set_registered_model_alias(params.model_name, "champion", v2)
+    event = promote(client, params, v2, expected_champion=v1, reason="gates passed", run_id="r2")
+    assert (event["from_version"], event["to_version"], event["run_id"]) == (v1, v2, "r2")
+    assert promote(client, params, v2, expected_champion=v1, reason="gates passed") is None
+    assert [(e["from_version"], e["to_version"]) for e in history(client, params.model_name)] == [(None, v1), (v1, v2)]
+
+
 def test_history_rollback_and_manual_override(versions):
     client, params, (v1, v2, v3, v4) = versions
     first = promote(client, params, v1, expected_champion=None, reason="first")

@@ -58,8 +58,9 @@ def auth_ini(env: dict[str, str]) -> str:
 
 
 def server_argv(env: dict[str, str]) -> list[str]:
+    # the backend store URI (it holds the database password) goes in MLFLOW_BACKEND_STORE_URI, which
+    # `mlflow server` reads, not on the command line, where `ps` and /proc/*/cmdline would show it
     return ["mlflow", "server",
-            "--backend-store-uri", database_uri(env, "mlflow"),
             # artifacts are proxied: clients upload/download through this server (mlflow-artifacts:/), so only
             # the server holds object-store credentials
             "--artifacts-destination", env.get("MLFLOW_ARTIFACTS_DESTINATION") or "s3://mlflow",
@@ -77,6 +78,7 @@ def main() -> None:
     AUTH_CONFIG_PATH.touch(mode=0o600)  # it holds the database password: readable by this user only
     AUTH_CONFIG_PATH.write_text(auth_ini(env))
     os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(AUTH_CONFIG_PATH)
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = database_uri(env, "mlflow")
     argv = server_argv(env)
     os.execvp(argv[0], argv)
 

@@ -41,12 +41,16 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _get(url: str, auth: tuple[str, str] | None = None, method: str = "GET", body: dict | None = None) -> str:
+def _basic(user: str, password: str) -> str:
+    return f"{user}:{password}"
+
+
+def _get(url: str, auth: str | None = None, method: str = "GET", body: dict | None = None) -> str:
+    """``auth``: the "user:password" string sent as HTTP basic auth (as MLflow's and Prefect's clients do)."""
     request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     if auth:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+        request.add_header("Authorization", f"Basic {base64.b64encode(auth.encode()).decode()}")
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
         return response.read().decode()
 
@@ -61,7 +65,7 @@ def check_mlflow() -> Check:
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     target = redact(uri)
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    auth = _basic(user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
     version = ""
     if uri.startswith(("http://", "https://")):
         try:
@@ -90,9 +94,23 @@ def check_mlflow() -> Check:
                          "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD to a user of that server")
         return Check("MLflow", target, False, f"the store answered with an error: {message[:200]}",
                      "check the server's log; a new server may need `mlflow db upgrade <backend store>`")
-    who = f", auth OK as '{user}'" if auth else ""
+    who = f", auth OK as '{user}'{_role(uri, user, auth)}" if auth else ""
     return Check("MLflow", target, True, f"{version}tracking and registry answer{who} "
                                          f"({len(experiments)} experiments, {len(models)} registered models)")
+
+
+def _role(uri: str, user: str, auth: str) -> str:
+    """What the basic-auth app says about ``user``: an admin may do everything a run does; anyone else needs
+    EDIT on the experiment and MANAGE on the registered model, which is not checked here."""
+    try:
+        answer = json.loads(_get(f"{uri.rstrip('/')}/api/2.0/mlflow/users/get?username={urllib.parse.quote(user)}",
+                                 auth))
+    except (OSError, ValueError):
+        return ""
+    if answer.get("user", {}).get("is_admin"):
+        return " (admin)"
+    return (" (not admin: read access checked; a run also needs EDIT on the experiment and MANAGE on the "
+            "registered model, not checked)")
 
 
 def check_prefect() -> Check:
@@ -101,8 +119,7 @@ def check_prefect() -> Check:
     if not url:
         return Check("Prefect", "ephemeral API", True, "started inside each `finsent run` (PREFECT_API_URL unset); "
                      "schedules and workers need a Prefect server")
-    auth_string = os.environ.get("PREFECT_API_AUTH_STRING")
-    auth = tuple(auth_string.split(":", 1)) if auth_string and ":" in auth_string else None
+    auth = os.environ.get("PREFECT_API_AUTH_STRING") or None  # sent as it is, like Prefect's client does
     target = redact(url)
     try:
         _get(f"{url}/health")
@@ -112,7 +129,7 @@ def check_prefect() -> Check:
         if exc.code in (401, 403):
             return Check("Prefect", target, False, f"credentials refused (HTTP {exc.code})",
                          "set PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)")
-        return Check("Prefect", target, False, f"HTTP {exc.code} from {exc.url}",
+        return Check("Prefect", target, False, f"HTTP {exc.code} from {redact(exc.url)}",
                      "PREFECT_API_URL must end in /api (e.g. http://host:4200/api)")
     except OSError as exc:
         return Check("Prefect", target, False, _unreachable(exc),
@@ -134,10 +151,13 @@ def check_dvc_remote(root: Path) -> Check:
             odb = repo.cloud.get_remote_odb(None)
             target = f"'{name}' {redact(str(repo.config['remote'][name]['url']))}"
             probe = odb.fs.join(odb.path, f".finsent-doctor-{uuid.uuid4().hex}")
-            odb.fs.makedirs(odb.path, exist_ok=True)
+            if odb.fs.protocol == "local":  # a folder remote may not exist yet; a bucket is never created here
+                odb.fs.makedirs(odb.path, exist_ok=True)
             odb.fs.pipe_file(probe, b"finsent doctor probe")
-            readable = odb.fs.cat_file(probe) == b"finsent doctor probe"
-            odb.fs.rm_file(probe)
+            try:
+                readable = odb.fs.cat_file(probe) == b"finsent doctor probe"
+            finally:
+                odb.fs.rm_file(probe)
     except Exception as exc:  # DVC, fsspec and botocore each raise their own types for auth and endpoint errors
         message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         return Check("DVC remote", locals().get("target", str(root)), False, f"not usable: {message}",

@@ -130,7 +130,14 @@ def promote(client: MlflowClient, params: RegistryParams, version: str, *, expec
     with promotion_lock(client, params.model_name):
         current = alias_version(client, params.model_name, params.champion_alias)
         if current == version:
-            return None
+            last = next((e for e in reversed(history(client, params.model_name))
+                         if e["alias"] == params.champion_alias and e.get("moved", True)), None)
+            if last is not None and last["to_version"] == version:
+                return None
+            # a retry of a promote that moved the alias but failed before recording it: record it now
+            return _record(client, params.model_name, alias=params.champion_alias,
+                           from_version=alias_version(client, params.model_name, params.previous_alias),
+                           to_version=version, run_id=run_id, actor=actor, reason=reason, gate=gate)
         if current != expected_champion and not force:
             raise ChampionMoved(f"champion of '{params.model_name}' moved from "
                                 f"{'v' + expected_champion if expected_champion else 'none'} to v{current} after this "

@@ -51,9 +51,9 @@ def tracking_step(step: str):
 
                 server = redact(os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri())
                 raise FinsentError(f"MLflow tracking server {server} not reachable during '{step}' "
-                                   f"({reason}); nothing after this step ran, the champion "
-                                   f"alias moves only in a completed compare-and-set: rerun when the server answers "
-                                   f"(`finsent doctor` checks it)") from exc
+                                   f"({reason}); nothing after this step ran: rerun when the server "
+                                   f"answers (`finsent doctor` checks it); a rerun completes an interrupted promotion, "
+                                   f"the alias history included") from exc
         return wrapper
     return decorate
 

@@ -16,7 +16,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from finsent.runtime import redact
+
 TIMEOUT_S = 10
+MLFLOW_CREDENTIALS_FIX = "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD to a user of that server"
 
 
 @dataclass
@@ -30,19 +33,6 @@ class Check:
     def line(self) -> str:
         text = f"  {'OK  ' if self.ok else 'FAIL'}  {self.name:<10} {self.target}: {self.detail}"
         return text + (f"\n        -> {self.fix}" if self.fix else "")
-
-
-def redact(url: str) -> str:
-    """``url`` without a password in its user-info part (http://user:secret@host -> http://user:***@host)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def _basic(user: str, password: str) -> str:
-    return f"{user}:{password}"
 
 
 def _get(url: str, auth: str | None = None, method: str = "GET", body: dict | None = None) -> str:
@@ -65,7 +55,7 @@ def check_mlflow() -> Check:
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     target = redact(uri)
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    auth = _basic(user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    auth = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}" if user else None
     version = ""
     if uri.startswith(("http://", "https://")):
         try:
@@ -73,7 +63,7 @@ def check_mlflow() -> Check:
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 return Check("MLflow", target, False, f"credentials refused (HTTP {exc.code})",
-                             "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD to a user of that server")
+                             MLFLOW_CREDENTIALS_FIX)
             version = ""  # an older server without /version: the client calls below still tell
         except OSError as exc:
             return Check("MLflow", target, False, _unreachable(exc),
@@ -91,7 +81,7 @@ def check_mlflow() -> Check:
         message = str(exc).splitlines()[0]
         if "401" in message or "403" in message or "nauthorized" in message or "ermission" in message:
             return Check("MLflow", target, False, f"credentials refused ({message[:160]})",
-                         "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD to a user of that server")
+                         MLFLOW_CREDENTIALS_FIX)
         return Check("MLflow", target, False, f"the store answered with an error: {message[:200]}",
                      "check the server's log; a new server may need `mlflow db upgrade <backend store>`")
     who = f", auth OK as '{user}'{_role(uri, user, auth)}" if auth else ""
@@ -142,6 +132,7 @@ def check_dvc_remote(root: Path) -> Check:
     """The default DVC remote: configured, reachable, writable (a probe object written, read back and removed)."""
     from finsent.versioning import open_repo
 
+    target = str(root)  # until the remote is known
     try:
         with open_repo(root) as repo:
             name = repo.config["core"].get("remote")
@@ -160,7 +151,7 @@ def check_dvc_remote(root: Path) -> Check:
                 odb.fs.rm_file(probe)
     except Exception as exc:  # DVC, fsspec and botocore each raise their own types for auth and endpoint errors
         message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        return Check("DVC remote", locals().get("target", str(root)), False, f"not usable: {message}",
+        return Check("DVC remote", target, False, f"not usable: {message}",
                      "check the URL, that the bucket exists, and the credentials (AWS_ACCESS_KEY_ID / "
                      "AWS_SECRET_ACCESS_KEY; AWS_ENDPOINT_URL for an S3-compatible store)")
     if not readable:

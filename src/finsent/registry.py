@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from finsent import __version__, layout
 from finsent.config import Params, RegistryParams
 from finsent.errors import FinsentError
-from finsent.runtime import artifact_root
+from finsent.runtime import artifact_root, redact
 from finsent.serving import BUNDLE_ARTIFACT, signature
 
 FINGERPRINT_TAG = "finsent.fingerprint"
@@ -47,8 +47,6 @@ def tracking_step(step: str):
                 reason = next((mark for mark in UNREACHABLE_MARKS if mark in text), None)
                 if reason is None:
                     raise
-                from finsent.doctor import redact
-
                 server = redact(os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri())
                 raise FinsentError(f"MLflow tracking server {server} not reachable during '{step}' "
                                    f"({reason}); nothing after this step ran: rerun when the server "

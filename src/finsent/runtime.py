@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -34,6 +35,15 @@ def state_dir(root: Path) -> Path:
 
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir(root) / 'mlflow.db'}"
+
+
+def redact(url: str) -> str:
+    """``url`` without a password in its user-info part (http://user:secret@host -> http://user:***@host)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def artifact_root(root: Path) -> str:

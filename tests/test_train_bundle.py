@@ -120,8 +120,27 @@ def test_training_options_accumulation_class_weights_early_stop(tiny_base, token
 def test_lora_trains_head_and_adapter_only(tmp_path, tiny_base, tokenized):
     summary = fit(tokenized, _params(tiny_base, "lora", epochs=1), tmp_path / "adapter", tmp_path / "t.json")
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert config["peft_type"] == "LORA" and "classifier" in config["modules_to_save"]
+    assert config["peft_type"] == "LORA" and {"classifier", "bert.pooler.dense"} <= set(config["modules_to_save"])
     assert summary["trainable_pct"] < 100
+
+
+def test_head_only_saves_exactly_its_head(tmp_path, tiny_base, tokenized):
+    from safetensors import safe_open
+
+    fit(tokenized, _params(tiny_base, "head_only", epochs=1), tmp_path / "adapter", tmp_path / "t.json")
+    with safe_open(str(tmp_path / "adapter" / "head.safetensors"), "pt") as saved:
+        assert set(saved.keys()) == {"classifier.weight", "classifier.bias", "bert.pooler.dense.weight",
+                                     "bert.pooler.dense.bias"}
+
+
+def test_head_modules_the_base_lacks_are_skipped_and_none_at_all_is_an_error(tiny_base):
+    from finsent.train.methods import build_trainable
+
+    params = PeftParams(method="head_only", head_modules=["classifier", "pre_classifier"])
+    model = build_trainable(tiny_base, LABELS, params, total_steps=1)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+    with pytest.raises(FinsentError, match="none of peft.head_modules"):
+        build_trainable(tiny_base, LABELS, PeftParams(method="lora", head_modules=["score"]), total_steps=1)
 
 
 @pytest.mark.parametrize("method", ["lora", "adalora"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from finsent.base_model import verified_base_path
-from finsent.train.methods import HEAD_MODULES, load_base_classifier
+from finsent.train.methods import load_base_classifier
 
 META_FILE = "finsent_model.json"
 HEAD_FILE = "head.safetensors"
@@ -34,8 +34,9 @@ def save_bundle(model, tokenizer_dir: Path, meta: dict, out_dir: Path) -> None:
     if meta["method"] in WEIGHT_FILES:
         from safetensors.torch import save_file
 
+        trained = {name for name, p in model.named_parameters() if p.requires_grad}  # head_only: its head
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                   if meta["method"] == "full" or k.split(".")[0] in HEAD_MODULES}
+                   if meta["method"] == "full" or k in trained}
         save_file(weights, str(out_dir / WEIGHT_FILES[meta["method"]]))
     else:
         model.save_pretrained(str(out_dir))

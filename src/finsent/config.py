@@ -166,6 +166,9 @@ NOT_AVAILABLE = {  # asked for often enough to deserve the reason instead of "un
 class PeftParams:
     """``method`` picks one; each method has its own section of hyper-parameters (the others are ignored)."""
     method: str = "lora"
+    # modules trained in full and saved with the adapter by every method (those the base lacks are skipped):
+    # the classifier, and BERT's CLS pooler, which a mean-pooled sentence-transformer base never trained
+    head_modules: list[str] = field(default_factory=lambda: ["classifier", "pooler.dense"])
     lora: LoraParams = field(default_factory=LoraParams)
     adalora: AdaLoraParams = field(default_factory=AdaLoraParams)
     ia3: IA3Params = field(default_factory=IA3Params)

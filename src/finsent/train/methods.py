@@ -1,8 +1,9 @@
 """PEFT method name -> a base classifier with only the method's parameters trainable.
 
-HF PEFT methods (``lora``, ``adalora``, ``ia3``, ``prompt_tuning``): the classification head is
-trained and saved with the adapter (``modules_to_save``). ``head_only``: the frozen backbone with a
-trained linear classifier, the classic baseline. ``full``: every weight trained, the reference.
+HF PEFT methods (``lora``, ``adalora``, ``ia3``, ``prompt_tuning``): the classification head
+(``peft.head_modules``: classifier and, for BERT bases, the pooler) is trained and saved with the adapter
+(``modules_to_save``). ``head_only``: the frozen backbone with that trained head, the classic baseline.
+``full``: every weight trained, the reference.
 (``prefix_tuning`` is not offered: see ``config.NOT_AVAILABLE``.)
 """
 
@@ -12,7 +13,6 @@ from pathlib import Path
 
 from finsent.config import PeftParams
 
-HEAD_MODULES = ["classifier"]
 PEFT_LIBRARY_METHODS = ("lora", "adalora", "ia3", "prompt_tuning")  # trained and saved through HF PEFT
 
 
@@ -24,12 +24,26 @@ def load_base_classifier(base_path: Path, labels: list[str]):
         label2id={name: i for i, name in enumerate(labels)}, use_safetensors=True, trust_remote_code=False)
 
 
-def peft_config(params: PeftParams, total_steps: int):
-    """The HF PEFT config of ``params.method`` (None for head_only / full)."""
+def head_modules(model, params: PeftParams) -> dict:
+    """The ``peft.head_modules`` this base has, as module path -> module; a name matches the end of a path
+    (``pooler`` is ``bert.pooler``)."""
+    found = {path: module for path, module in model.named_modules()
+             if any(path == name or path.endswith("." + name) for name in params.head_modules)}
+    if not found:
+        from finsent.errors import FinsentError
+
+        tops = ", ".join(name for name, _ in model.named_children())
+        raise FinsentError(f"params: none of peft.head_modules {params.head_modules} is a module of the base "
+                           f"(its top-level modules: {tops}); list its classification head")
+    return found
+
+
+def peft_config(params: PeftParams, total_steps: int, head: list[str]):
+    """The HF PEFT config of ``params.method`` (None for head_only / full); ``head`` is trained in full."""
     import peft
 
     s = params.settings
-    common = {"task_type": peft.TaskType.SEQ_CLS, "modules_to_save": list(HEAD_MODULES)}
+    common = {"task_type": peft.TaskType.SEQ_CLS, "modules_to_save": sorted(head)}
     if params.method == "lora":
         return peft.LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
                                target_modules=_names(s.target_modules), **common)
@@ -53,14 +67,16 @@ def _names(modules: list[str] | None) -> list[str] | None:
 def build_trainable(base_path: Path, labels: list[str], params: PeftParams, total_steps: int):
     """The base classifier wrapped for ``params.method``; ``total_steps`` (optimizer steps) sizes AdaLoRA's budget."""
     model = load_base_classifier(base_path, labels)
-    config = peft_config(params, total_steps)
+    head = head_modules(model, params)
+    config = peft_config(params, total_steps, head)
     if config is not None:
         from peft import get_peft_model
 
         return get_peft_model(model, config)
     if params.method == "head_only":
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad = name.split(".")[0] in HEAD_MODULES
+        model.requires_grad_(False)
+        for module in head.values():
+            module.requires_grad_(True)
     return model
 
 

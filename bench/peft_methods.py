@@ -10,7 +10,8 @@ evaluated by the real train and evaluate functions with params.yaml's settings, 
 process so its peak RSS is its own. A method may carry overrides of its params section:
 ``lora:target_modules=query+key+value+dense,r=16`` ('+' joins a list).
 
-Prints accuracy, macro-F1, trainable %, adapter size, train samples/s (validation passes included)
+Prints accuracy, macro-F1, trainable %, adapter size, training samples/s (the training batches only:
+forward, backward, optimizer step; the wall time with loading and validation passes is printed too)
 and peak RSS per method, then the ratios LoRA vs full fine-tune measured in this run.
 """
 
@@ -98,7 +99,8 @@ def worker(params_file: Path, folder: Path, out: Path) -> None:
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
         "trainable_params": summary["trainable_params"], "trainable_pct": summary["trainable_pct"],
         "adapter_bytes": adapter_bytes, "train_seconds": train_seconds,
-        "train_samples_per_s": train_rows * len(summary["history"]) / train_seconds,
+        "train_samples_per_s": summary["train_samples_per_s"],  # training batches only: no loading, no validation
+        "wall_samples_per_s": train_rows * len(summary["history"]) / train_seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -134,7 +136,7 @@ def main() -> None:
         label = method + ("" if not overrides else " " + json.dumps(overrides))
         print(f"{label:<44} acc {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  trainable "
               f"{r['trainable_pct']:6.2f} %  adapter {r['adapter_bytes'] / 1e6:7.2f} MB  {r['epochs']} ep "
-              f"{r['train_seconds']:6.0f} s  {r['train_samples_per_s']:6.1f} samples/s  peak RSS "
+              f"{r['train_seconds']:6.0f} s wall  {r['train_samples_per_s']:6.1f} train samples/s  peak RSS "
               f"{r['peak_rss_mb']:6.0f} MB", flush=True)
     by_method = {r["method"]: r for r in results}
     if "lora" in by_method and "full" in by_method:

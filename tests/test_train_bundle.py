@@ -75,6 +75,7 @@ def test_fit_writes_summary_and_training_curve(tmp_path, tiny_base, tokenized):
                   curve_out=tmp_path / "curve.png")
     assert json.loads((tmp_path / "train.json").read_text())["adapter_bytes"] == summary["adapter_bytes"] > 0
     assert summary["adapter_bytes"] < summary["base_bytes"]
+    assert summary["train_samples_per_s"] > 0  # training batches only (a benchmark figure, not asserted further)
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

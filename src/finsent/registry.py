@@ -105,7 +105,8 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
             mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "val_loss", "val_macro_f1")},
                                step=row["epoch"])
         mlflow.log_metrics({k: float(train[k]) for k in ("trainable_params", "total_params", "trainable_pct",
-                                                          "adapter_bytes", "base_bytes") if k in train})
+                                                          "adapter_bytes", "base_bytes", "train_samples_per_s")
+                            if train.get(k) is not None})
         mlflow.log_metrics({f"data_{k}": float(v) for k, v in lineage.get("validation", {}).items()})
         mlflow.log_metrics({f"drift_{c['check']}": float(c["observed"])
                             for c in lineage.get("drift", {}).get("checks", [])})

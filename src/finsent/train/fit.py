@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -172,8 +173,10 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
 
     progress = tqdm(total=total_steps, initial=position["step"], desc="train", unit="step",
                     disable=not distributed.is_main())
+    stepping_seconds, stepped_rows = 0.0, 0  # training throughput of this process: batches only, no validation
     for epoch in range(position["epoch"], cfg.epochs + 1):
         model.train()
+        epoch_started = time.perf_counter()
         skip = position["batch"] if epoch == position["epoch"] else 0
         running = position["running"] if epoch == position["epoch"] else 0.0
         for number, (inputs, labels) in enumerate(_batches(train, cfg.batch_size, tokenizer, cfg.seed + epoch), 1):
@@ -185,6 +188,7 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
             loss = _loss(output, labels, weights)
             (loss / cfg.grad_accum_steps).backward()
             running += loss.item() * len(labels)
+            stepped_rows += len(labels)
             if number % cfg.grad_accum_steps and number != batches_per_epoch:
                 continue
             optimizer.step()
@@ -196,6 +200,7 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
             if folder and position["step"] % cfg.checkpoint_every_steps == 0 and number != batches_per_epoch:
                 checkpoint.save(folder, model, optimizer, scheduler,
                                 {**position, "epoch": epoch, "batch": number, "running": running})
+        stepping_seconds += time.perf_counter() - epoch_started
         val_loss, val_f1 = _evaluate(model, val, tokenizer, cfg.batch_size * 2, device)  # same on every rank
         trained_rows = distributed.sum_across(float(rank_rows), device)
         position["history"].append({"epoch": epoch, "train_loss": distributed.sum_across(running, device) / trained_rows,
@@ -224,7 +229,8 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
     summary = {"history": history, "best_epoch": max(history, key=lambda h: h["val_macro_f1"])["epoch"],
                "best_val_macro_f1": position["best_f1"], "device": device, "base_model": identity,
                "method": params.peft.method, "learning_rate": learning_rate, "optimizer_steps": position["step"],
-               "resumed_from_step": resumed_from, "processes": world_size, **sizes}
+               "resumed_from_step": resumed_from, "processes": world_size,
+               "train_samples_per_s": stepped_rows / stepping_seconds if stepping_seconds else None, **sizes}
     if folder:
         checkpoint.clear(folder)
     distributed.teardown()

@@ -7,8 +7,9 @@ Usage:
 copied). The data goes once through the real stage functions (ingest -> validate -> split with a
 20 % stratified test split after de-duplication -> tokenize); then every method is trained and
 evaluated by the real train and evaluate functions with params.yaml's settings, each in its own
-process so its peak RSS is its own. A method may carry overrides of its params section:
-``lora:target_modules=query+key+value+dense,r=16`` ('+' joins a list).
+process so its peak RSS is its own. A method may carry overrides of its params section, or of another
+section with ``section.key``: ``lora:target_modules=query+key+value+dense,r=16,train.class_weighting=balanced``
+('+' joins a list).
 
 Prints accuracy, macro-F1, trainable %, adapter size, training samples/s (the training batches only:
 forward, backward, optimizer step; the wall time with loading and validation passes is printed too)
@@ -48,7 +49,10 @@ def write_params(folder: Path, data: Path, method: str, overrides: dict, epochs:
     raw["data"]["sources"] = [str(data)]
     raw["split"].update(test_size=0.2, test_ids_file=None)
     raw["peft"]["method"] = method
-    raw["peft"][method] = {**(raw["peft"].get(method) or {}), **overrides}
+    for key, value in overrides.items():  # "section.key" overrides params.yaml's section, "key" peft.<method>
+        section, _, name = key.rpartition(".")
+        target = raw[section] if section else raw["peft"].setdefault(method, {})
+        target[name] = value
     if epochs:
         raw["train"]["epochs"] = epochs
     raw["train"]["checkpoint_every_steps"] = 0

@@ -111,7 +111,7 @@ def worker(params_file: Path, folder: Path, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"methods separated by ',' (by ';' when one carries "
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"methods separated by ',' (by ';' when any carries "
                         f"overrides); default {DEFAULT_METHODS}")
     parser.add_argument("--epochs", type=int, help="override train.epochs for every method")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "peft_methods.json")
@@ -122,7 +122,9 @@ def main() -> None:
         return
     if not args.data.is_file():
         sys.exit(f"peft_methods: dataset not found: {args.data} (pass --data)")
-    specs = [parse_method(s) for s in (args.methods.split(";") if ";" in args.methods else args.methods.split(","))]
+    one_with_overrides = ";" not in args.methods and ":" in args.methods
+    separator = ";" if ";" in args.methods or one_with_overrides else ","
+    specs = [parse_method(s) for s in args.methods.split(separator)]
     folder = Path(tempfile.mkdtemp(prefix="finsent-bench-peft-"))
     data_info = prepare(folder, write_params(folder, args.data, "lora", {}, args.epochs))
     print(f"data: {args.data.name}: {json.dumps(data_info['accounting'])}; split {data_info['split']}")

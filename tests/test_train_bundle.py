@@ -144,6 +144,14 @@ def test_head_modules_the_base_lacks_are_skipped_and_none_at_all_is_an_error(tin
         build_trainable(tiny_base, LABELS, PeftParams(method="lora", head_modules=["score"]), total_steps=1)
 
 
+def test_target_modules_the_base_lacks_name_the_layers_it_has(tiny_base):
+    from finsent.train.methods import build_trainable
+
+    params = PeftParams(method="lora", lora=LoraParams(target_modules=["q_lin", "v_lin"]))  # DistilBERT's names
+    with pytest.raises(FinsentError, match=r"peft.lora.target_modules \['q_lin', 'v_lin'\] match no layer.*query"):
+        build_trainable(tiny_base, LABELS, params, total_steps=1)
+
+
 @pytest.mark.parametrize("method", ["lora", "adalora"])
 def test_same_data_params_seed_give_same_metrics_and_adapter_hash(tmp_path, tiny_base, tokenized, method):
     import hashlib

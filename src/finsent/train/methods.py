@@ -1,7 +1,7 @@
 """PEFT method name -> a base classifier with only the method's parameters trainable.
 
 HF PEFT methods (``lora``, ``adalora``, ``ia3``, ``prompt_tuning``): the classification head
-(``peft.head_modules``: classifier and, for BERT bases, the pooler) is trained and saved with the adapter
+(``peft.head_modules``: the classifier and BERT's pooler / DistilBERT's pre-classifier) is trained and saved with the adapter
 (``modules_to_save``). ``head_only``: the frozen backbone with that trained head, the classic baseline.
 ``full``: every weight trained, the reference.
 (``prefix_tuning`` is not offered: see ``config.NOT_AVAILABLE``.)
@@ -64,15 +64,30 @@ def _names(modules: list[str] | None) -> list[str] | None:
     return sorted(modules) if modules else None  # None: PEFT's default for the architecture
 
 
+def _linear_names(model) -> list[str]:
+    import torch
+
+    return sorted({path.rsplit(".", 1)[-1] for path, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear)})
+
+
 def build_trainable(base_path: Path, labels: list[str], params: PeftParams, total_steps: int):
     """The base classifier wrapped for ``params.method``; ``total_steps`` (optimizer steps) sizes AdaLoRA's budget."""
     model = load_base_classifier(base_path, labels)
-    head = head_modules(model, params)
-    config = peft_config(params, total_steps, head)
+    head = head_modules(model, params) if params.method != "full" else {}  # full trains everything anyway
+    config = peft_config(params, total_steps, list(head))
     if config is not None:
         from peft import get_peft_model
+        from peft.utils.error import NoMatchingPeftModuleError
 
-        return get_peft_model(model, config)
+        try:
+            return get_peft_model(model, config)
+        except NoMatchingPeftModuleError:
+            from finsent.errors import FinsentError
+
+            raise FinsentError(f"params: peft.{params.method}.target_modules {params.settings.target_modules} match "
+                               f"no layer of this base; its linear layers are named {', '.join(_linear_names(model))}"
+                               ) from None
     if params.method == "head_only":
         model.requires_grad_(False)
         for module in head.values():

@@ -26,7 +26,7 @@ def load_base_classifier(base_path: Path, labels: list[str]):
 
 def head_modules(model, params: PeftParams) -> dict:
     """The ``peft.head_modules`` this base has, as module path -> module; a name matches the end of a path
-    (``pooler`` is ``bert.pooler``)."""
+    (``pooler.dense`` is ``bert.pooler.dense``)."""
     found = {path: module for path, module in model.named_modules()
              if any(path == name or path.endswith("." + name) for name in params.head_modules)}
     if not found:

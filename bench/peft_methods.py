@@ -80,8 +80,6 @@ def prepare(folder: Path, params_file: Path) -> dict:
 
 def worker(params_file: Path, folder: Path, out: Path) -> None:
     """One method: train + save + evaluate, in this process; writes its figures to ``out``."""
-    import pandas as pd
-
     from finsent.config import load_params
     from finsent.evaluate.metrics import evaluate
     from finsent.runtime import quiet_libraries
@@ -96,7 +94,6 @@ def worker(params_file: Path, folder: Path, out: Path) -> None:
     adapter_bytes = save_trained(model, summary, params, folder / "tokenized", bundle)
     metrics = evaluate(bundle, folder / "split" / "test.parquet", params.eval.batch_size, bundle.with_name(
         bundle.name + "-eval"))
-    train_rows = len(pd.read_parquet(folder / "tokenized" / "train.parquet"))
     out.write_text(json.dumps({
         "method": params.peft.method, "settings": vars(params.peft.settings), "learning_rate": summary["learning_rate"],
         "epochs": len(summary["history"]), "best_epoch": summary["best_epoch"],
@@ -104,7 +101,6 @@ def worker(params_file: Path, folder: Path, out: Path) -> None:
         "trainable_params": summary["trainable_params"], "trainable_pct": summary["trainable_pct"],
         "adapter_bytes": adapter_bytes, "train_seconds": train_seconds,
         "train_samples_per_s": summary["train_samples_per_s"],  # training batches only: no loading, no validation
-        "wall_samples_per_s": train_rows * len(summary["history"]) / train_seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -122,8 +118,7 @@ def main() -> None:
         return
     if not args.data.is_file():
         sys.exit(f"peft_methods: dataset not found: {args.data} (pass --data)")
-    one_with_overrides = ";" not in args.methods and ":" in args.methods
-    separator = ";" if ";" in args.methods or one_with_overrides else ","
+    separator = ";" if ";" in args.methods or ":" in args.methods else ","  # overrides contain commas
     specs = [parse_method(s) for s in args.methods.split(separator)]
     folder = Path(tempfile.mkdtemp(prefix="finsent-bench-peft-"))
     data_info = prepare(folder, write_params(folder, args.data, "lora", {}, args.epochs))

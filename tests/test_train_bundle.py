@@ -1,5 +1,6 @@
 """Training, the adapter bundle and its base-model pin, on a tiny BERT built in the test."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -292,3 +293,65 @@ def test_merged_export_is_a_plain_transformers_model_with_the_same_predictions(t
     batch = tokenizer(["profit rose to a record", "shares fell after a loss"], return_tensors="pt", padding=True)
     with torch.inference_mode():
         assert torch.allclose(bundle(**batch).logits, merged(**batch).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_mean_pooling_ignores_padding_and_reloads_to_identical_logits(tmp_path, tiny_base, tokenized, method):
+    import torch
+
+    params = _params(tiny_base, method, epochs=1)
+    params = dataclasses.replace(params, model=dataclasses.replace(params.model, pooling="mean"))
+    model, summary = train_model(tokenized, params)
+    save_trained(model, summary, params, tokenized, tmp_path / "adapter")
+    assert read_meta(tmp_path / "adapter")["pooling"] == "mean"
+    loaded, tokenizer, _ = load_bundle(tmp_path / "adapter")
+    texts = ["profit rose to a record of eur mn in the quarter", "shares fell"]
+    padded = tokenizer(texts, return_tensors="pt", padding=True)
+    alone = tokenizer(texts[1:], return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(model(**padded).logits, loaded(**padded).logits)
+        # the mean runs over real tokens only: padding a sentence does not change its logits
+        assert torch.allclose(loaded(**padded).logits[1], loaded(**alone).logits[0], atol=1e-5)
+
+
+def test_mean_pooled_merged_export_reloads_with_its_pooling(tmp_path, tiny_base, tokenized, capsys):
+    import torch
+
+    from finsent.bundle import load_exported
+    from finsent.cli import main
+
+    params = _params(tiny_base, "lora", epochs=1)
+    params = dataclasses.replace(params, model=dataclasses.replace(params.model, pooling="mean"))
+    fit(tokenized, params, tmp_path / "adapter", tmp_path / "t.json")
+    assert main(["export", str(tmp_path / "adapter"), "--out", str(tmp_path / "merged")]) == 0
+    assert "load_exported" in capsys.readouterr().out
+    bundle, tokenizer, _ = load_bundle(tmp_path / "adapter")
+    merged, _ = load_exported(tmp_path / "merged")
+    batch = tokenizer(["profit rose to a record", "shares fell after a loss"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        assert torch.allclose(bundle(**batch).logits, merged(**batch).logits, atol=1e-5)
+
+
+def test_length_grouped_batches_keep_every_row_and_pad_less():
+    from finsent.train.fit import length_grouped
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=1000)
+    order = rng.permutation(1000)
+    grouped = length_grouped(order, lengths, 16, np.random.default_rng(1))
+    assert sorted(grouped) == list(range(1000))  # the same rows, each once
+
+    def padding(sequence):
+        return sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum())
+                   for b in (sequence[i:i + 16] for i in range(0, len(sequence), 16)))
+
+    assert padding(grouped) < padding(order) / 3
+
+
+def test_label_smoothing_and_length_grouping_train(tiny_base, tokenized):
+    _, plain = train_model(tokenized, _params(tiny_base, "lora", epochs=1))
+    _, smoothed = train_model(tokenized, _params(tiny_base, "lora", epochs=1, label_smoothing=0.2,
+                                                 group_by_length=True))
+    assert np.isfinite(smoothed["history"][0]["train_loss"])
+    assert smoothed["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
+    assert smoothed["optimizer_steps"] == plain["optimizer_steps"]  # the same rows in the same number of batches

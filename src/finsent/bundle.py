@@ -5,7 +5,7 @@ models/adapter/
   head.safetensors                                  (head_only)
   full_model.safetensors                            (full: every weight was trained)
   tokenizer/                                        tokenizer files
-  finsent_model.json                                method, labels, max_length, base identity
+  finsent_model.json                                method, labels, max_length, pooling, base identity
 No copy of the base weights (except for ``full``, where they are the model): they are found again
 from the identity and checked by sha256.
 """
@@ -66,7 +66,7 @@ def load_bundle(bundle_dir: Path):
 
     bundle_dir = Path(bundle_dir)
     meta = read_meta(bundle_dir)
-    model = load_base_classifier(verified_base_path(meta["base_model"]), meta["labels"])
+    model = load_base_classifier(verified_base_path(meta["base_model"]), meta["labels"], meta.get("pooling", "cls"))
     if meta["method"] in WEIGHT_FILES:
         from safetensors.torch import load_file
 
@@ -85,7 +85,8 @@ MERGEABLE = ("lora", "adalora", "ia3")
 
 def export_merged(bundle_dir: Path, out_dir: Path) -> dict:
     """A plain transformers model with the adapter folded into the base weights: served without PEFT,
-    as fast as the base. Loads with ``AutoModelForSequenceClassification.from_pretrained(out_dir)``."""
+    as fast as the base. Loads with ``load_exported(out_dir)`` (``AutoModelForSequenceClassification.from_pretrained``
+    plus the model's pooling; for ``cls`` pooling ``from_pretrained`` alone is the same model)."""
     from finsent.errors import FinsentError
 
     model, tokenizer, meta = load_bundle(bundle_dir)
@@ -101,6 +102,18 @@ def export_merged(bundle_dir: Path, out_dir: Path) -> dict:
     exported = {**meta, "merged_from": str(bundle_dir)}
     (out_dir / "finsent_export.json").write_text(json.dumps(exported, indent=2, sort_keys=True))
     return exported
+
+
+def load_exported(folder: Path):
+    """-> (model in eval mode, tokenizer) of a merged export, pooling as it was trained."""
+    from transformers import AutoModelForSequenceClassification
+
+    from finsent.features import load_tokenizer
+    from finsent.pooling import apply_pooling, pooling_of
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True,
+                                                               trust_remote_code=False)
+    return apply_pooling(model, pooling_of(model.config)).eval(), load_tokenizer(Path(folder))
 
 
 def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64,

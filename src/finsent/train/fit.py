@@ -79,13 +79,30 @@ def pad_batch(sequences: list, pad_id: int) -> dict:
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def _batches(frame: pd.DataFrame, batch_size: int, tokenizer, shuffle_seed: int | None):
+LENGTH_GROUP_BATCHES = 50  # group_by_length: rows are length-sorted within windows of this many batches
+
+
+def length_grouped(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng) -> np.ndarray:
+    """``order`` re-arranged so each batch holds rows of similar length (less padding, the same rows per epoch):
+    sorted by length within windows of LENGTH_GROUP_BATCHES batches, then the batches shuffled (as HF's
+    ``group_by_length`` sampler does)."""
+    window = batch_size * LENGTH_GROUP_BATCHES
+    grouped = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")]
+                              for chunk in np.array_split(order, max(1, -(-len(order) // window)))])
+    batches = [grouped[i:i + batch_size] for i in range(0, len(grouped), batch_size)]
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+
+def _batches(frame: pd.DataFrame, batch_size: int, tokenizer, shuffle_seed: int | None, group_by_length: bool = False):
     """Batches of this process's rows; a seeded shuffle (training) is sharded across data-parallel ranks."""
     import torch
 
     order = np.arange(len(frame))
     if shuffle_seed is not None:
-        order = distributed.shard(np.random.default_rng(shuffle_seed).permutation(len(frame)))
+        rng = np.random.default_rng(shuffle_seed)
+        order = distributed.shard(rng.permutation(len(frame)))
+        if group_by_length:
+            order = length_grouped(order, frame["input_ids"].map(len).to_numpy(), batch_size, rng)
     for start in range(0, len(order), batch_size):
         rows = frame.iloc[order[start:start + batch_size]]
         yield pad_batch(rows["input_ids"].tolist(), tokenizer.pad_token_id), torch.tensor(rows["label_id"].to_numpy())
@@ -117,18 +134,22 @@ def class_weights(label_ids: np.ndarray, n_labels: int):
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _loss(output, labels, weights):
-    """The model's own loss (AdaLoRA adds its orthogonality term there), re-weighted by class when asked."""
-    if weights is None:
+def _loss(output, labels, weights, label_smoothing: float = 0.0):
+    """The model's own loss (AdaLoRA adds its orthogonality term there), its cross-entropy re-weighted by class
+    and label-smoothed when asked."""
+    if weights is None and not label_smoothing:
         return output.loss
     import torch.nn.functional as F
 
     logits = output.logits.float()
-    return output.loss - F.cross_entropy(logits, labels) + F.cross_entropy(logits, labels, weight=weights)
+    return (output.loss - F.cross_entropy(logits, labels)
+            + F.cross_entropy(logits, labels, weight=weights, label_smoothing=label_smoothing))
 
 
-def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | None = None):
-    """-> (trained model with the best epoch's weights, on CPU; summary). Resumes from a checkpoint if one fits."""
+def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | None = None, on_epoch=None):
+    """-> (trained model with the best epoch's weights, on CPU; summary). Resumes from a checkpoint if one fits.
+    ``on_epoch(entry)`` is called with each epoch's history entry (``finsent tune`` reports it to its pruner,
+    which may stop the training by raising)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_scheduler
@@ -147,7 +168,8 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
     batches_per_epoch = -(-rank_rows // cfg.batch_size)
     steps_per_epoch = -(-batches_per_epoch // cfg.grad_accum_steps)
     total_steps = cfg.epochs * steps_per_epoch
-    model = build_trainable(Path(identity["path"]), params.labels, params.peft, total_steps).to(device)
+    model = build_trainable(Path(identity["path"]), params.labels, params.peft, total_steps,
+                            params.model.pooling).to(device)
     sizes = count_parameters(model)
     forward = distributed.wrap(model, device)  # DDP averages gradients across ranks; the model itself is saved
     if world_size > 1:
@@ -179,13 +201,14 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
         epoch_started = time.perf_counter()
         skip = position["batch"] if epoch == position["epoch"] else 0
         running = position["running"] if epoch == position["epoch"] else 0.0
-        for number, (inputs, labels) in enumerate(_batches(train, cfg.batch_size, tokenizer, cfg.seed + epoch), 1):
+        for number, (inputs, labels) in enumerate(_batches(train, cfg.batch_size, tokenizer, cfg.seed + epoch,
+                                                                  cfg.group_by_length), 1):
             if number <= skip:
                 continue  # consumed before the checkpoint
             labels = labels.to(device)
             with autocast(device):
                 output = forward(**_to(inputs, device), labels=labels)
-            loss = _loss(output, labels, weights)
+            loss = _loss(output, labels, weights, cfg.label_smoothing)
             (loss / cfg.grad_accum_steps).backward()
             running += loss.item() * len(labels)
             stepped_rows += len(labels)
@@ -207,6 +230,8 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
                                     "val_loss": val_loss,
                                     "val_macro_f1": val_f1})
         progress.set_postfix(epoch=epoch, val_f1=f"{val_f1:.3f}")
+        if on_epoch is not None:
+            on_epoch(position["history"][-1])
         if val_f1 > position["best_f1"]:
             position["best_f1"], position["since_best"] = val_f1, 0
             position["best_state"] = {n: p.detach().cpu().clone() for n, p in model.named_parameters()
@@ -240,6 +265,7 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
 def save_trained(model, summary: dict, params: Params, tokenized_dir: Path, out_dir: Path) -> int:
     """Write the bundle of a trained model -> its size in bytes."""
     meta = {"method": params.peft.method, "labels": list(params.labels), "max_length": params.model.max_length,
+            "pooling": params.model.pooling,
             "base_model": summary["base_model"], "best_epoch": summary["best_epoch"], "device": summary["device"],
             **{k: summary[k] for k in ("trainable_params", "total_params", "trainable_pct")}}
     save_bundle(model, tokenized_dir / TOKENIZER_DIR, meta, out_dir)

@@ -16,12 +16,16 @@ from finsent.config import PeftParams
 PEFT_LIBRARY_METHODS = ("lora", "adalora", "ia3", "prompt_tuning")  # trained and saved through HF PEFT
 
 
-def load_base_classifier(base_path: Path, labels: list[str]):
+def load_base_classifier(base_path: Path, labels: list[str], pooling: str = "cls"):
+    """The base with a fresh classification head over ``labels``, pooling as ``model.pooling`` says."""
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
+    from finsent.pooling import apply_pooling
+
+    model = AutoModelForSequenceClassification.from_pretrained(
         str(base_path), num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)}, use_safetensors=True, trust_remote_code=False)
+    return apply_pooling(model, pooling)
 
 
 def head_modules(model, params: PeftParams) -> dict:
@@ -71,9 +75,9 @@ def _linear_names(model) -> list[str]:
                    if isinstance(module, torch.nn.Linear)})
 
 
-def build_trainable(base_path: Path, labels: list[str], params: PeftParams, total_steps: int):
+def build_trainable(base_path: Path, labels: list[str], params: PeftParams, total_steps: int, pooling: str = "cls"):
     """The base classifier wrapped for ``params.method``; ``total_steps`` (optimizer steps) sizes AdaLoRA's budget."""
-    model = load_base_classifier(base_path, labels)
+    model = load_base_classifier(base_path, labels, pooling)
     head = head_modules(model, params) if params.method != "full" else {}  # full trains everything anyway
     config = peft_config(params, total_steps, list(head))
     if config is not None:

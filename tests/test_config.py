@@ -32,6 +32,8 @@ def test_missing_params_file_says_where(tmp_path):
     ("peft:\n  method: lorra\n", "unknown peft.method 'lorra'; available: lora, adalora, ia3, prompt_tuning"),
     ("peft:\n  lora:\n    rank: 4\n", r"unknown key\(s\) peft.lora.rank"),
     ("train:\n  lr_schedule: step\n", "train.lr_schedule must be linear, cosine or constant"),
+    ("model:\n  pooling: max\n", "model.pooling must be one of cls, mean, got 'max'"),
+    ("train:\n  label_smoothing: 1.5\n", r"train.label_smoothing must be in \[0, 1\), got 1.5"),
 ])
 def test_peft_and_train_mistakes_are_named(tmp_path, text, message):
     file = tmp_path / "params.yaml"

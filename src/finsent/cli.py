@@ -235,8 +235,10 @@ def cmd_export(args) -> None:
 
     meta = export_merged(Path(args.bundle), Path(args.out))
     size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
+    how = ("AutoModelForSequenceClassification.from_pretrained" if meta.get("pooling", "cls") == "cls" else
+           "finsent.bundle.load_exported (it applies the model's mean pooling)")
     print(f"merged {meta['method']} bundle {args.bundle} -> {args.out} ({size / 1e6:.1f} MB, plain transformers model; "
-          f"load with AutoModelForSequenceClassification.from_pretrained)")
+          f"load with {how})")
 
 
 def _registry(args):
@@ -291,6 +293,35 @@ def cmd_promote(args) -> None:
                     reason=f"manual override: {args.reason}", actor=f"manual ({os.environ.get('USER', 'unknown')})")
     print(f"v{args.version} is {registry.champion_alias}" + (f" (history #{event['seq']})" if event else
                                                              " already"))
+
+
+def cmd_tune(args) -> None:
+    """Search tune.space on the tokenized data of the last run; --apply writes the best trial to params.yaml."""
+    from finsent.tune import tune, write_overrides
+
+    root = project_root()
+    params = _params(args)
+    tokenized = root / "data" / "tokenized"
+    if not (tokenized / "train.parquet").is_file():
+        raise FinsentError(f"no tokenized data in {tokenized}: run `finsent run` (or `dvc repro tokenize`) first")
+    try:
+        result = tune(tokenized, params, state_dir(root) / "tune.db", n_trials=args.trials,
+                      timeout_minutes=args.timeout_minutes, project=root)
+    except KeyboardInterrupt:
+        print("finsent: interrupted; `finsent tune` resumes the study", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"study {result.study_name} ({result.n_complete} complete, {result.n_pruned} pruned"
+          + (f", {result.n_failed} failed" if result.n_failed else "") + f"; {result.storage})")
+    print(f"best trial {result.best_trial}: validation macro-F1 {result.best_value:.4f}")
+    for key, value in result.best_overrides.items():
+        print(f"  -S {key}={value}")
+    if args.apply:
+        write_overrides(Path(args.params), result.best_overrides, result.study_name, result.best_trial,
+                        result.best_value)
+        print(f"applied to {args.params} (tune.applied names study and trial); run `finsent run` to train, "
+              f"gate and register it")
+    else:
+        print("re-run with --apply to write them to params.yaml (the study is kept: no trial runs again)")
 
 
 def cmd_doctor(args) -> None:
@@ -385,6 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check the configured MLflow, Prefect and DVC remote: reachable, "
                                                "versions, auth, writable")
     doctor.set_defaults(func=cmd_doctor)
+
+    tune = commands.add_parser(
+        "tune", help="search hyper-parameters (params.yaml tune.space) with Optuna on the validation split",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Optuna search (TPE sampler, median pruning) over params.yaml tune.space on data/tokenized,\n"
+                    "maximising the best epoch's validation macro-F1; the test split is never read.\n"
+                    "The study is kept in .finsent/tune.db: an interrupted tune resumes where it stopped.\n"
+                    "Each trial is a nested MLflow run under the study's run 'tune · <study_name>'.",
+        epilog="example:\n  finsent tune --trials 30 --timeout-minutes 60 --apply && finsent run")
+    tune.add_argument("--trials", type=int, help="finished trials the study should have, earlier runs' "
+                                                 "included (default: tune.n_trials)")
+    tune.add_argument("--timeout-minutes", type=float, help="start no new trial after this long "
+                                                            "(default: tune.timeout_minutes)")
+    tune.add_argument("--apply", action="store_true", help="write the best trial's values to params.yaml, "
+                                                           "with tune.applied naming study and trial")
+    tune.add_argument("--params", default=argparse.SUPPRESS, help="params file (default: params.yaml)")
+    tune.set_defaults(func=cmd_tune)
     return parser
 
 

@@ -107,6 +107,13 @@ class SplitParams:
 class ModelParams:
     base: str = BUNDLED_BASE  # "bundled", a local folder, or a hub id
     max_length: int = 128
+    pooling: str = "cls"  # cls (BERT's first-token pooler) | mean (mean of the token vectors over the attention mask)
+
+    def __post_init__(self):
+        from finsent.pooling import POOLINGS
+
+        if self.pooling not in POOLINGS:
+            raise FinsentError(f"params: model.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 
 
 @dataclass(frozen=True)
@@ -194,12 +201,14 @@ class TrainParams:
     seed: int = 42
     epochs: int = 8
     batch_size: int = 16
+    group_by_length: bool = False  # batches of similar-length rows (less padding: faster, same rows per epoch)
     grad_accum_steps: int = 1  # optimizer step every N batches (effective batch = batch_size * N)
     learning_rate: float = 1e-3  # the default; a method section's learning_rate overrides it
     lr_schedule: str = "linear"  # linear | cosine | constant (all after warmup)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     class_weighting: str = "none"  # none | balanced (loss weights inverse to train class frequency)
+    label_smoothing: float = 0.0  # share of each target spread evenly over all labels (training loss only)
     early_stopping_patience: int = 0  # stop after N epochs without a better validation macro-F1; 0 = off
     checkpoint_every_steps: int = 50  # resumable checkpoint every N optimizer steps; 0 = off
     device: str = "auto"  # auto | cpu | cuda
@@ -213,6 +222,8 @@ class TrainParams:
             raise FinsentError(f"params: train.lr_schedule must be linear, cosine or constant, got {self.lr_schedule!r}")
         if self.class_weighting not in ("none", "balanced"):
             raise FinsentError(f"params: train.class_weighting must be none or balanced, got {self.class_weighting!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise FinsentError(f"params: train.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.grad_accum_steps < 1:
             raise FinsentError(f"params: train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
 
@@ -287,6 +298,96 @@ class ScheduleParams:
                                f"(e.g. UTC, Europe/Berlin)") from None
 
 
+TUNABLE = ("peft.", "train.", "model.pooling")  # what the tokenized data and the split leave open
+
+
+def _default_space() -> dict[str, dict]:
+    return {"train.learning_rate": {"low": 0.0002, "high": 0.003, "log": True},
+            "peft.lora.r": {"choices": [4, 8, 16]},
+            "peft.lora.dropout": {"low": 0.0, "high": 0.3},
+            "train.label_smoothing": {"low": 0.0, "high": 0.2},
+            "train.warmup_ratio": {"low": 0.0, "high": 0.2}}
+
+
+def _leaf_type(key: str) -> str:
+    """The annotation of the params field a dotted key names; a typo or a section fails here, at load."""
+    cls, parts = Params, key.split(".")
+    for depth, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            raise FinsentError(f"params: tune.space {key}: no such params key ({'.'.join(parts[:depth]) or 'top level'} "
+                               f"has {', '.join(fields) or 'no keys'})")
+        factory = fields[part].default_factory
+        cls = factory if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory) else None
+    if cls is not None:
+        raise FinsentError(f"params: tune.space {key}: is a section; name one of its keys, e.g. {key}.<key>")
+    return str(fields[part].type)
+
+
+def _check_spec(key: str, spec: Any) -> None:
+    expected = "expected {low: L, high: H} (optional log: true, step: S) or {choices: [...]}"
+    kind = _leaf_type(key)
+    if not any(key == t or (t.endswith(".") and key.startswith(t)) for t in TUNABLE) \
+            or key == "train.checkpoint_every_steps":
+        raise FinsentError(f"params: tune.space {key}: not tunable; tune keys of peft, train (but "
+                           f"checkpoint_every_steps) or model.pooling: the other sections shape the tokenized data "
+                           f"and the split the trials are compared on")
+    if not isinstance(spec, dict) or not spec or not (set(spec) <= {"low", "high", "log", "step"}
+                                                      or set(spec) == {"choices"}):
+        raise FinsentError(f"params: tune.space {key}: got {spec!r}; {expected}")
+    if "choices" in spec:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices or not all(
+                c is None or isinstance(c, (bool, int, float, str)) for c in choices):
+            raise FinsentError(f"params: tune.space {key}: choices must be a non-empty list of numbers, strings, "
+                               f"booleans or null, got {choices!r}")
+        return
+    numbers = {k: spec.get(k) for k in ("low", "high", "step") if k in spec}
+    if set(numbers) < {"low", "high"} or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                              for v in numbers.values()):
+        raise FinsentError(f"params: tune.space {key}: low and high must be numbers, got {spec!r}; {expected}")
+    if "float" not in kind and "int" not in kind:
+        raise FinsentError(f"params: tune.space {key}: is a {kind} setting, not a number; give {{choices: [...]}}")
+    if "float" not in kind and not all(isinstance(v, int) for v in numbers.values()):
+        raise FinsentError(f"params: tune.space {key}: is an integer setting; low, high (and step) must be "
+                           f"integers, got {spec!r}")
+    if not numbers["low"] < numbers["high"] or numbers.get("step", 1) <= 0:
+        raise FinsentError(f"params: tune.space {key}: needs low < high (and step > 0), got {spec!r}")
+    if not isinstance(spec.get("log", False), bool):
+        raise FinsentError(f"params: tune.space {key}: log must be true or false, got {spec['log']!r}")
+    if spec.get("log") and (numbers["low"] <= 0 or "step" in spec):
+        raise FinsentError(f"params: tune.space {key}: log: true needs low > 0 and no step, got {spec!r}")
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """`finsent tune`: an Optuna search over ``space`` maximising the validation macro-F1 (the test split is
+    never read). A range on a float setting samples floats, on an integer setting integers."""
+    n_trials: int = 20  # finished (complete + pruned) trials in the study, counting those of earlier runs
+    timeout_minutes: float | None = None  # stop starting new trials after this long; null: no limit
+    study_name: str = "finsent-tune"  # the study in .finsent/tune.db; a new name starts a new search
+    sampler_seed: int = 42  # TPE sampler seed (a resumed study continues with seed + trials so far)
+    pruner_warmup_epochs: int = 2  # median pruning judges a trial only after this many epochs
+    pruner_startup_trials: int = 5  # ... and only once this many trials have finished
+    space: dict[str, dict] = field(default_factory=_default_space)  # dotted params key -> range or choices
+    applied: dict | None = None  # written by `finsent tune --apply`: the study, trial and value params came from
+
+    def __post_init__(self):
+        for name in ("n_trials", "sampler_seed", "pruner_warmup_epochs", "pruner_startup_trials"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n_trials" else 0):
+                raise FinsentError(f"params: tune.{name} must be an integer >= {1 if name == 'n_trials' else 0}, "
+                                   f"got {value!r}")
+        if self.timeout_minutes is not None and (isinstance(self.timeout_minutes, bool) or not
+                                                 isinstance(self.timeout_minutes, (int, float)) or self.timeout_minutes <= 0):
+            raise FinsentError(f"params: tune.timeout_minutes must be a positive number or null, got {self.timeout_minutes!r}")
+        if not isinstance(self.space, dict):
+            raise FinsentError(f"params: tune.space must be a mapping of params key -> range or choices, "
+                               f"got {type(self.space).__name__}")
+        for key, spec in self.space.items():
+            _check_spec(str(key), spec)
+
+
 @dataclass(frozen=True)
 class Params:
     labels: list[str] = field(default_factory=lambda: ["negative", "neutral", "positive"])
@@ -301,6 +402,7 @@ class Params:
     registry: RegistryParams = field(default_factory=RegistryParams)
     monitor: MonitorParams = field(default_factory=MonitorParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
+    tune: TuneParams = field(default_factory=TuneParams)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -109,6 +109,7 @@ def worker(params_file: Path, folder: Path, out: Path, with_test: bool) -> None:
     base_bytes = sum(f.stat().st_size for f in Path(summary["base_model"]["path"]).glob("*.safetensors"))
     result = {"seed": params.train.seed, "val_macro_f1": summary["best_val_macro_f1"],
               "best_epoch": summary["best_epoch"], "epochs": len(summary["history"]),
+              "val_macro_f1_per_epoch": [round(h["val_macro_f1"], 4) for h in summary["history"]],
               "train_seconds": train_seconds, "adapter_bytes": adapter_bytes,
               "adapter_share_of_base": adapter_bytes / base_bytes, "trainable_pct": summary["trainable_pct"]}
     if with_test:
@@ -163,6 +164,7 @@ def main() -> None:
     parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated, of {', '.join(SUITES)}")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per suite (1..N)")
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time (cores are split between them)")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: the cores / --jobs)")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a params.yaml value for every run, e.g. -S peft.lora.r=16")
     parser.add_argument("--no-test", action="store_true", help="validation figures only (for choosing a recipe)")
@@ -180,7 +182,7 @@ def main() -> None:
     missing = sorted({SUITES[s][0] for s in suites if not (PHRASEBANK / SUITES[s][0]).is_file()})
     if missing:
         sys.exit(f"quality: PhraseBank file(s) not found under {PHRASEBANK}: {', '.join(missing)}")
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"quality: params.yaml{' with ' + ' '.join(args.set) if args.set else ''}; seeds 1..{args.seeds}")
     prepared = [prepare_suite(suite, args, threads) for suite in suites]
     jobs = [(p, seed) for p in prepared for seed in range(1, args.seeds + 1)]

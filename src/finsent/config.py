@@ -107,7 +107,7 @@ class SplitParams:
 class ModelParams:
     base: str = BUNDLED_BASE  # "bundled", a local folder, or a hub id
     max_length: int = 128
-    pooling: str = "cls"  # cls (BERT's first-token pooler) | mean (mean of the token vectors over the attention mask)
+    pooling: str = "mean"  # mean (of the token vectors over the attention mask) | cls (BERT's first-token pooler)
 
     def __post_init__(self):
         from finsent.pooling import POOLINGS
@@ -118,10 +118,11 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class LoraParams:
-    r: int = 8
-    alpha: int = 16
+    r: int = 16
+    alpha: int = 32
     dropout: float = 0.1
-    target_modules: list[str] | None = field(default_factory=lambda: ["query", "value"])  # null: PEFT's default
+    # every linear layer of a BERT-style encoder (attention q/k/v/output, feed-forward in/out); null: PEFT's default
+    target_modules: list[str] | None = field(default_factory=lambda: ["query", "key", "value", "dense"])
     learning_rate: float | None = None  # null: train.learning_rate
 
 
@@ -201,14 +202,14 @@ class TrainParams:
     seed: int = 42
     epochs: int = 8
     batch_size: int = 16
-    group_by_length: bool = False  # batches of similar-length rows (less padding: faster, same rows per epoch)
+    group_by_length: bool = True  # batches of similar-length rows (less padding: faster, same rows per epoch)
     grad_accum_steps: int = 1  # optimizer step every N batches (effective batch = batch_size * N)
     learning_rate: float = 1e-3  # the default; a method section's learning_rate overrides it
     lr_schedule: str = "linear"  # linear | cosine | constant (all after warmup)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     class_weighting: str = "none"  # none | balanced (loss weights inverse to train class frequency)
-    label_smoothing: float = 0.0  # share of each target spread evenly over all labels (training loss only)
+    label_smoothing: float = 0.1  # share of each target spread evenly over all labels (training loss only)
     early_stopping_patience: int = 0  # stop after N epochs without a better validation macro-F1; 0 = off
     checkpoint_every_steps: int = 50  # resumable checkpoint every N optimizer steps; 0 = off
     device: str = "auto"  # auto | cpu | cuda

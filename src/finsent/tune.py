@@ -272,7 +272,7 @@ def tune(tokenized_dir: Path, params: Params, storage_path: Path, n_trials: int 
             try:
                 trial.set_user_attr("mlflow_run_id", child.info.run_id)
                 mlflow.log_params({**overrides, "trial": trial.number, "study": study.study_name})
-                _, summary = train_model(tokenized_dir, trial_params, on_epoch=on_epoch)
+                _, summary = train_model(tokenized_dir, trial_params, on_epoch=on_epoch, show_progress=False)
             except optuna.TrialPruned:
                 mlflow.set_tag("state", "pruned")
                 mlflow.end_run()  # pruning is a normal end

@@ -146,7 +146,8 @@ def _loss(output, labels, weights, label_smoothing: float = 0.0):
             + F.cross_entropy(logits, labels, weight=weights, label_smoothing=label_smoothing))
 
 
-def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | None = None, on_epoch=None):
+def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | None = None, on_epoch=None,
+                show_progress: bool = True):
     """-> (trained model with the best epoch's weights, on CPU; summary). Resumes from a checkpoint if one fits.
     ``on_epoch(entry)`` is called with each epoch's history entry (``finsent tune`` reports it to its pruner,
     which may stop the training by raising)."""
@@ -194,7 +195,7 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
         print(f"train: resuming from checkpoint at step {resumed_from}/{total_steps} (epoch {position['epoch']})")
 
     progress = tqdm(total=total_steps, initial=position["step"], desc="train", unit="step",
-                    disable=not distributed.is_main())
+                    disable=not (show_progress and distributed.is_main()))
     stepping_seconds, stepped_rows = 0.0, 0  # training throughput of this process: batches only, no validation
     for epoch in range(position["epoch"], cfg.epochs + 1):
         model.train()

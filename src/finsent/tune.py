@@ -222,8 +222,7 @@ def tune(tokenized_dir: Path, params: Params, storage_path: Path, n_trials: int 
     from mlflow import MlflowClient
     from tqdm.auto import tqdm
 
-    from finsent.registry import _experiment_id
-    from finsent.runtime import project_root
+    from finsent.runtime import project_experiment_id, project_root
     from finsent.train.fit import train_model
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our bar instead of a log line per trial
@@ -241,7 +240,7 @@ def tune(tokenized_dir: Path, params: Params, storage_path: Path, n_trials: int 
         remaining = max(0, wanted - finished)
 
         client = MlflowClient()
-        experiment_id = _experiment_id(client, params.registry.experiment, project or project_root())
+        experiment_id = project_experiment_id(client, params.registry.experiment, project or project_root())
         parent = _parent_run(client, study, experiment_id)
         mlflow.set_tags({"finsent.tune.study": study.study_name, "finsent.tune.storage": str(storage_path),
                          "finsent.tune.space": json.dumps(cfg.space, sort_keys=True),

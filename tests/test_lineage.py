@@ -89,3 +89,22 @@ def test_a_flipped_byte_in_the_remote_is_exactly_one_mismatch(made, clone):
     assert len(mismatches) == 1 and "train: models/adapter" in mismatches[0], verified.stdout
     assert "adapter_model.safetensors differ" in mismatches[0]
     assert "1 artifact(s) do not match their recorded hash: train: models/adapter" in verified.stderr
+
+
+def test_a_changed_file_in_the_mlflow_store_is_refused_and_reported(made, clone):
+    folder, env = clone
+    stored = [p for p in (made / ".finsent" / "mlartifacts").rglob("finsent_model.json") if "data" in p.parts]
+    assert len(stored) == 1, stored
+    meta = json.loads(stored[0].read_text())
+    stored[0].write_text(json.dumps({**meta, "max_length": 4}))  # a "harmless" edit: still refused
+
+    predicted = finsent(folder, "predict", "--model", "models:/finsent-sentiment/1", "Profit rose", **env)
+    assert predicted.returncode == 1 and predicted.stdout == ""
+    assert predicted.stderr.count("\n") == 1 and "Traceback" not in predicted.stderr
+    assert "refusing to load finsent-sentiment v1: data/adapter/finsent_model.json changed" in predicted.stderr
+    verified = finsent(folder, "lineage", "verify", "finsent-sentiment/1", **env)
+    assert verified.returncode == 1
+    seal = next(line for line in verified.stdout.splitlines() if "registered model files vs their seal" in line)
+    assert seal.startswith("MISMATCH") and "data/adapter/finsent_model.json changed" in seal
+    bundle = next(line for line in verified.stdout.splitlines() if "registered model bundle vs dvc.lock" in line)
+    assert bundle.startswith("MISMATCH") and "finsent_model.json differ" in bundle

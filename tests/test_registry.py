@@ -74,12 +74,16 @@ def test_champion_serves_over_rest_with_mlflow_models_serve(project, tmp_path):
     root, params = project
     version = _candidate(root, params, "fp-serve")
     promote(MlflowClient(), params.registry, version.version, expected_champion=None, reason="serve test")
+    from finsent.model_files import fetch_into
+
+    served = fetch_into(f"models:/{params.registry.model_name}@champion", tmp_path / "served")  # checked copy
+    assert served.version == str(version.version) and (served.path / "MLmodel").is_file()
     port = free_port()
     # mlflow runs `uvicorn` from PATH: make it this environment's, activated venv or not
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     process = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
-                                f"models:/{params.registry.model_name}@champion", "--env-manager", "local",
+                                str(served.path), "--env-manager", "local",
                                 "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     try:
@@ -96,3 +100,121 @@ def test_champion_serves_over_rest_with_mlflow_models_serve(project, tmp_path):
     assert len(predictions) == 2
     assert set(predictions[0]) == {"label", "prob_negative", "prob_neutral", "prob_positive"}
     assert predictions[0]["label"] in {"negative", "neutral", "positive"}
+
+
+def _stored_files(params, version) -> Path:
+    """The artifact-store folder that holds a registered version's files (what an attacker would edit)."""
+    client = MlflowClient()
+    model_id = client.get_model_version(params.registry.model_name, str(version)).source.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(location.removeprefix("file://"))
+
+
+def test_registered_model_holds_no_code_and_is_sealed(project):
+    import hashlib
+
+    from finsent.model_files import MANIFEST_TAG
+
+    root, params = project
+    version = _candidate(root, params, "fp-seal")
+    stored = _stored_files(params, version.version)
+    mlmodel = yaml.safe_load((stored / "MLmodel").read_text())["flavors"]["python_function"]
+    assert mlmodel["loader_module"] == "finsent.serving" and mlmodel.get("code") is None
+    assert not [p for p in stored.rglob("*") if p.suffix in (".py", ".pkl", ".pickle", ".bin", ".pt")]
+    sealed = json.loads(MlflowClient().get_model_version(params.registry.model_name, version.version)
+                        .tags[MANIFEST_TAG])
+    files = {p.relative_to(stored).as_posix(): p for p in stored.rglob("*") if p.is_file()}
+    assert set(sealed) == set(files) and "data/adapter/adapter_model.safetensors" in sealed
+    assert all(hashlib.sha256(files[k].read_bytes()).hexdigest() == v for k, v in sealed.items())
+
+
+def _zero_classifier(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(path))
+    assert any("classifier" in k for k in weights)
+    save_file({k: v * 0 if "classifier" in k else v for k, v in weights.items()}, str(path))
+
+
+def _shadow_finsent_package(stored: Path, marker: Path) -> None:
+    """What an attacker with write access to the artifact store would do: ship a 'finsent' package that
+    MLflow puts first on sys.path (MLmodel ``code:``), so that loading runs it."""
+    package = stored / "code" / "finsent"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    text = (stored / "MLmodel").read_text().replace("code: null", "code: code")
+    (stored / "MLmodel").write_text(text)
+
+
+@pytest.mark.parametrize("tamper, named", [
+    ("code", "code/finsent/__init__.py added"),
+    ("mlmodel", "MLmodel changed"),
+    ("adapter", "data/adapter/adapter_model.safetensors changed"),
+    ("removed", "data/adapter/finsent_model.json missing"),
+])
+def test_a_tampered_model_is_refused_before_anything_loads(project, tmp_path, tamper, named):
+    from finsent.errors import FinsentError
+    from finsent.registry import champion_bundle
+    from finsent.serving import predict_texts
+
+    root, params = project
+    version = _candidate(root, params, f"fp-{tamper}")
+    uri = f"models:/{params.registry.model_name}/{version.version}"
+    assert len(predict_texts(["profit rose"], uri)) == 1  # sealed and intact: loads
+    stored, marker = _stored_files(params, version.version), tmp_path / "executed"
+    if tamper == "code":
+        _shadow_finsent_package(stored, marker)
+    elif tamper == "mlmodel":
+        (stored / "MLmodel").write_text((stored / "MLmodel").read_text().replace("finsent.serving", "os"))
+    elif tamper == "adapter":
+        _zero_classifier(stored / "data" / "adapter" / "adapter_model.safetensors")
+    else:
+        (stored / "data" / "adapter" / "finsent_model.json").unlink()
+    for load in (lambda: predict_texts(["profit rose"], uri),
+                 lambda: champion_bundle(params.registry, str(version.version), tmp_path / "scratch")):
+        with pytest.raises(FinsentError) as refused:
+            load()
+        message = str(refused.value)
+        assert "\n" not in message and named in message and f"v{version.version}" in message
+    assert not marker.exists(), "nothing stored with the model may run"
+
+
+def test_a_version_without_a_seal_is_refused(project):
+    from finsent.errors import FinsentError
+    from finsent.model_files import MANIFEST_TAG
+    from finsent.serving import predict_texts
+
+    root, params = project
+    version = _candidate(root, params, "fp-unsealed")
+    MlflowClient().delete_model_version_tag(params.registry.model_name, version.version, MANIFEST_TAG)
+    with pytest.raises(FinsentError, match="no file seal"):
+        predict_texts(["profit rose"], f"models:/{params.registry.model_name}/{version.version}")
+
+
+def test_only_registered_models_load_and_blank_texts_are_refused(project):
+    from finsent.errors import FinsentError
+    from finsent.serving import predict_texts
+
+    root, params = project
+    with pytest.raises(FinsentError, match="models:/NAME/VERSION or models:/NAME@ALIAS"):
+        predict_texts(["profit rose"], "runs:/abc/model")
+    with pytest.raises(FinsentError, match="blank"):
+        predict_texts(["profit rose", "  "], "models:/whatever/1")
+
+
+def test_fetch_refuses_a_folder_in_use_and_leaves_nothing_behind(project, tmp_path):
+    from finsent.errors import FinsentError, VerificationFailed
+    from finsent.model_files import fetch_into
+
+    root, params = project
+    version = _candidate(root, params, "fp-fetch")
+    uri = f"models:/{params.registry.model_name}/{version.version}"
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("mine")
+    with pytest.raises(FinsentError, match="not an empty folder"):
+        fetch_into(uri, tmp_path / "used")
+    assert [p.name for p in (tmp_path / "used").iterdir()] == ["keep.txt"]
+    _zero_classifier(_stored_files(params, version.version) / "data" / "adapter" / "adapter_model.safetensors")
+    with pytest.raises(VerificationFailed, match="adapter_model.safetensors changed"):
+        fetch_into(uri, tmp_path / "out" / "model")
+    assert not (tmp_path / "out" / "model").exists() and not list((tmp_path / "out").iterdir())

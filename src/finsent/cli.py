@@ -230,6 +230,14 @@ def cmd_predict(args) -> None:
         print(f"{row['label']:<9} {probabilities}   {row['text']}")
 
 
+def cmd_fetch(args) -> None:
+    from finsent.model_files import champion_uri, fetch_into
+
+    verified = fetch_into(args.model or champion_uri(_params(args).registry), Path(args.out))
+    print(f"fetched {verified.name} v{verified.version} -> {verified.path} ({verified.files} files, each matching "
+          f"its sha256 seal); serve it with: mlflow models serve -m {verified.path} --env-manager local")
+
+
 def cmd_export(args) -> None:
     from finsent.bundle import export_merged
 
@@ -395,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("text", nargs="+", help="one or more sentences")
     predict.add_argument("--model", help="model URI (default: models:/<registry.model_name>@champion)")
     predict.set_defaults(func=cmd_predict)
+    fetch = commands.add_parser("fetch", help="download a registered model into a folder, every file checked "
+                                             "against its seal (then `mlflow models serve -m FOLDER`)")
+    fetch.add_argument("model", nargs="?", help="model URI (default: models:/<registry.model_name>@champion)")
+    fetch.add_argument("--out", required=True, help="a new or empty folder")
+    fetch.set_defaults(func=cmd_fetch)
     export = commands.add_parser("export", help="fold an adapter bundle into its base: a plain transformers model")
     export.add_argument("bundle", nargs="?", default="models/adapter", help="bundle folder (default: models/adapter)")
     export.add_argument("--out", required=True, help="folder for the merged model")

@@ -23,11 +23,12 @@ from mlflow.exceptions import MlflowException
 from finsent import __version__, layout
 from finsent.config import Params, RegistryParams
 from finsent.errors import FinsentError
+from finsent.model_files import fetch_verified, seal, sealed_hashes
 from finsent.runtime import project_experiment_id, redact
-from finsent.serving import BUNDLE_ARTIFACT, signature
+from finsent.serving import signature
 
 FINGERPRINT_TAG = "finsent.fingerprint"
-PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models-from-code: no pickled objects
+PYFUNC_LOADER = "finsent.serving"  # the installed package loads the model: no stored code, no pickled objects
 
 
 UNREACHABLE_MARKS = ("Connection refused", "Read timed out", "Connection aborted", "RemoteDisconnected",
@@ -54,10 +55,6 @@ def tracking_step(step: str):
                                    f"the alias history included") from exc
         return wrapper
     return decorate
-
-
-def champion_uri(params: RegistryParams) -> str:
-    return f"models:/{params.model_name}@{params.champion_alias}"
 
 
 def serving_requirements() -> list[str]:
@@ -115,7 +112,7 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
         mlflow.log_artifact(str(root / "params.yaml"), "lineage")
         mlflow.log_artifacts(str(root / "reports"), "reports")
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(PYFUNC_ENTRY), artifacts={BUNDLE_ARTIFACT: str(root / layout.ADAPTER_DIR)},
+            name="model", loader_module=PYFUNC_LOADER, data_path=str(root / layout.ADAPTER_DIR),
             signature=signature(params.labels), pip_requirements=serving_requirements())
     return run.info.run_id, info.model_uri
 
@@ -131,10 +128,15 @@ def verdict_tags(verdict: dict) -> dict[str, str]:
     return tags
 
 
-def register(model_uri: str, params: RegistryParams, fingerprint: str, verdict: dict, run_id: str):
+def register(model_uri: str, params: RegistryParams, fingerprint: str, verdict: dict, run_id: str,
+             trained_bundle: Path | None = None):
+    """Register a logged model and seal its files (sha256 of each, in the version's tags); with
+    ``trained_bundle``, the stored bundle must be byte for byte that folder."""
     tags = {FINGERPRINT_TAG: fingerprint, "finsent.run_id": run_id, **verdict_tags(verdict)}
     with contextlib.redirect_stderr(io.StringIO()):  # register_model prints "Successfully registered ..."
-        return mlflow.register_model(model_uri, params.model_name, tags=tags)
+        version = mlflow.register_model(model_uri, params.model_name, tags=tags)
+    seal(MlflowClient(), params.model_name, str(version.version), trained_bundle)
+    return version
 
 
 def aliases_of(client: MlflowClient, model_name: str, version: str) -> list[str]:
@@ -142,12 +144,9 @@ def aliases_of(client: MlflowClient, model_name: str, version: str) -> list[str]
 
 
 def champion_bundle(params: RegistryParams, version: str, into: Path) -> Path:
-    """Download the adapter bundle of a registered version (for scoring it next to a candidate)."""
-    from mlflow.models import Model
-
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{params.model_name}/{version}", dst_path=str(into)))
-    artifacts = Model.load(str(local)).flavors["python_function"]["artifacts"]
-    return local / artifacts[BUNDLE_ARTIFACT]["path"]
+    """Download the adapter bundle of a registered version, its files checked against their seal
+    (for scoring it next to a candidate, or in the monitor)."""
+    return fetch_verified(f"models:/{params.model_name}/{version}", into).bundle
 
 
 def champion_profile(params: RegistryParams) -> tuple[dict | None, str]:
@@ -190,7 +189,10 @@ def get_or_register(root: Path, params: Params, state: dict, verdict: dict, line
         version, run_id, new = state["existing_version"], state["existing_run_id"], False
         for key, value in verdict_tags(verdict).items():  # gate params may have changed since
             client.set_model_version_tag(name, version, key, value)
+        if sealed_hashes(client, name, version) is None:  # registered, then interrupted before its seal
+            seal(client, name, version, root / layout.ADAPTER_DIR)
     else:
         run_id, model_uri = log_candidate(root, params, state["fingerprint"], verdict, lineage)
-        version, new = register(model_uri, params.registry, state["fingerprint"], verdict, run_id).version, True
+        version, new = register(model_uri, params.registry, state["fingerprint"], verdict, run_id,
+                                root / layout.ADAPTER_DIR).version, True
     return {"model_name": name, "version": str(version), "run_id": run_id, "new_version": new}

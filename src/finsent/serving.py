@@ -1,29 +1,32 @@
 """The registered model as an MLflow pyfunc: adapter bundle in, labels + probabilities out.
 
-The MLflow artifact holds only the adapter bundle (adapter + head + tokenizer + base identity);
-the base weights are found from the identity and verified by sha256 when the model loads.
-Loading needs the ``finsent`` package installed next to MLflow.
+The stored model is data only: the adapter bundle (adapter + head + tokenizer + base identity) and an MLmodel
+that names this module as the pyfunc loader (``loader_module: finsent.serving``), so loading runs the
+installed ``finsent`` package, never code stored with the model, and unpickles nothing. The base weights
+are found from the identity and verified by sha256 when the model loads. finsent's own loads first check
+every stored file against the seal made at registration (``finsent.model_files``).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import mlflow.pyfunc
 import pandas as pd
 
-BUNDLE_ARTIFACT = "bundle"
+from finsent.errors import FinsentError
 
 
-class SentimentModel(mlflow.pyfunc.PythonModel):
+class SentimentModel:
     """``predict(DataFrame with a 'text' column)`` -> DataFrame: label, prob_<label> for each label."""
 
-    def load_context(self, context) -> None:
+    def __init__(self, bundle_dir: Path) -> None:
         from finsent.bundle import load_bundle
 
-        self._model, self._tokenizer, self._meta = load_bundle(Path(context.artifacts[BUNDLE_ARTIFACT]))
+        self._model, self._tokenizer, self._meta = load_bundle(Path(bundle_dir))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from finsent.bundle import predict_proba
 
         if isinstance(model_input, pd.DataFrame):
@@ -38,6 +41,11 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         return result
 
 
+def _load_pyfunc(data_path: str) -> SentimentModel:
+    """MLflow's entry for ``loader_module: finsent.serving``: ``data_path`` is the stored bundle folder."""
+    return SentimentModel(Path(data_path))
+
+
 def signature(labels: list[str]):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -46,15 +54,23 @@ def signature(labels: list[str]):
     return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
 
 
-def predict_texts(texts: list[str], model_uri: str | None = None) -> pd.DataFrame:
-    """Score texts with a registered model (default: the champion of params' registry name)."""
+def load_model(model_uri: str | None = None):
+    """A registered model as an MLflow pyfunc model, its files checked against their seal before MLflow reads
+    any of them (default: the champion of params' registry name). Prefer it to ``mlflow.pyfunc.load_model``,
+    which loads whatever the artifact store holds."""
     from finsent.config import load_params
-    from finsent.errors import FinsentError
-    from finsent.registry import champion_uri
+    from finsent.model_files import champion_uri, fetch_verified
 
     uri = model_uri or champion_uri(load_params().registry)
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except mlflow.exceptions.MlflowException as exc:
-        raise FinsentError(f"cannot load {uri}: {str(exc).splitlines()[0]} (run `finsent run` first?)") from exc
-    return model.predict(pd.DataFrame({"text": texts})).assign(text=texts)
+    with tempfile.TemporaryDirectory(prefix="finsent-model-") as scratch:
+        return mlflow.pyfunc.load_model(str(fetch_verified(uri, Path(scratch)).path))
+
+
+def predict_texts(texts: list[str], model_uri: str | None = None) -> pd.DataFrame:
+    """Score texts with a registered model (see ``load_model``)."""
+    blank = [str(i) for i, text in enumerate(texts, 1) if not text.strip()]
+    if blank:
+        which = f"text {blank[0]} is" if len(blank) == 1 else f"texts {', '.join(blank)} are"
+        raise FinsentError(f"{which} blank (of {len(texts)}): give each sentence as one non-empty argument; "
+                           f"nothing was scored")
+    return load_model(model_uri).predict(pd.DataFrame({"text": texts})).assign(text=texts)

@@ -6,7 +6,8 @@ Links checked, each reported OK / MISMATCH / MISSING with what was compared:
   every file in it) — the remote is always read, since that is the copy an audit relies on;
 - the raw input files, by sha256 at the path they were read from (raw files are not stored by DVC;
   the ingested dataset is);
-- the registered model's adapter bundle (MLflow artifacts) against the adapter in dvc.lock;
+- every file of the registered model version (MLflow artifacts) against the sha256 seal made at registration,
+  and its adapter bundle against the adapter in dvc.lock;
 - the base model weights, by sha256, where the base is available on this machine.
 """
 
@@ -68,30 +69,42 @@ def _raw_link(raw: dict, project: Path) -> dict:
             "detail": f"{path} sha256 {actual}"}
 
 
-def _bundle_link(chain: dict, adapter: dict | None, stores: tuple) -> dict:
-    """The model MLflow serves must be the adapter DVC recorded: same files, same bytes."""
+def _model_links(chain: dict, adapter: dict | None, stores: tuple) -> list[dict]:
+    """The registered version's files must match the seal made at registration, and its bundle must be the
+    adapter DVC recorded: same files, same bytes."""
     import mlflow
+    from mlflow import MlflowClient
 
-    link = {"link": "registered model bundle vs dvc.lock adapter", "recorded": adapter["md5"] if adapter else None}
-    if adapter is None:
-        return {**link, "status": MISSING, "detail": "no models/adapter output in dvc.lock"}
-    listing = fetch_file(stores, adapter["md5"].removesuffix(".dir") + ".dir")
-    if listing is None:
-        return {**link, "status": MISSING, "detail": "the adapter listing is in neither the cache nor the remote"}
-    from mlflow.models import Model
-
-    from finsent.serving import BUNDLE_ARTIFACT
+    from finsent.model_files import MANIFEST_TAG, bundle_dir, differences, file_hashes, sealed_hashes
 
     model = chain["model"]
+    sealed = sealed_hashes(MlflowClient(), model["name"], model["version"])
+    seal_link = {"link": "registered model files vs their seal", "recorded": f"tag {MANIFEST_TAG}"}
+    link = {"link": "registered model bundle vs dvc.lock adapter", "recorded": adapter["md5"] if adapter else None}
+    listing = fetch_file(stores, adapter["md5"].removesuffix(".dir") + ".dir") if adapter else None
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{model['name']}/{model['version']}",
                                                          dst_path=scratch))
-        bundle = local / Model.load(str(local)).flavors["python_function"]["artifacts"][BUNDLE_ARTIFACT]["path"]
-        differ = [e["relpath"] for e in dir_entries(listing)
-                  if not (bundle / e["relpath"]).is_file() or md5((bundle / e["relpath"]).read_bytes()) != e["md5"]]
-    if differ:
-        return {**link, "status": MISMATCH, "detail": f"{', '.join(differ)} differ"}
-    return {**link, "status": OK, "detail": f"{len(dir_entries(listing))} files identical"}
+        problems = differences(sealed, file_hashes(local)) if sealed is not None else None
+        bundle = bundle_dir(local) if (local / "MLmodel").is_file() else local / "MLmodel-missing"
+        differ = [] if listing is None else [
+            e["relpath"] for e in dir_entries(listing)
+            if not (bundle / e["relpath"]).is_file() or md5((bundle / e["relpath"]).read_bytes()) != e["md5"]]
+    if sealed is None:
+        seal_link.update(status=MISSING, detail="the version has no seal (registered before sealing, or interrupted)")
+    elif problems:
+        seal_link.update(status=MISMATCH, detail="; ".join(problems))
+    else:
+        seal_link.update(status=OK, detail=f"{len(sealed)} files, sha256 identical")
+    if adapter is None:
+        link.update(status=MISSING, detail="no models/adapter output in dvc.lock")
+    elif listing is None:
+        link.update(status=MISSING, detail="the adapter listing is in neither the cache nor the remote")
+    elif differ:
+        link.update(status=MISMATCH, detail=f"{', '.join(differ)} differ")
+    else:
+        link.update(status=OK, detail=f"{len(dir_entries(listing))} files identical")
+    return [seal_link, link]
 
 
 def _base_link(base: dict) -> dict:
@@ -117,7 +130,7 @@ def verify(chain: dict, project: Path) -> list[dict]:
         else:
             links += [_out_link(out, cache, remote, remote_name) for out in lock["outs"]]
         adapter = None if "missing" in lock else next((o for o in lock["outs"] if o["path"] == "models/adapter"), None)
-        links.append(_bundle_link(chain, adapter, (cache, remote)))
+        links += _model_links(chain, adapter, (cache, remote))
     raw = chain["raw_inputs"]
     links += ([{"link": "raw inputs", "status": MISSING, "recorded": None, "detail": raw["missing"]}]
               if isinstance(raw, dict) else [_raw_link(r, project) for r in raw if not r.get("skipped")])

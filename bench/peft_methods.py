@@ -92,7 +92,7 @@ def worker(params_file: Path, folder: Path, out: Path) -> None:
     train_seconds = time.perf_counter() - started
     bundle = out.with_suffix("")
     adapter_bytes = save_trained(model, summary, params, folder / "tokenized", bundle)
-    metrics = evaluate(bundle, folder / "split" / "test.parquet", params.eval.batch_size, bundle.with_name(
+    metrics = evaluate(bundle, folder / "split" / "test.parquet", params.eval, bundle.with_name(
         bundle.name + "-eval"))
     out.write_text(json.dumps({
         "method": params.peft.method, "settings": vars(params.peft.settings), "learning_rate": summary["learning_rate"],

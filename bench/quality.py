@@ -115,7 +115,7 @@ def worker(params_file: Path, folder: Path, out: Path, with_test: bool) -> None:
     if with_test:
         from finsent.evaluate.metrics import evaluate
 
-        metrics = evaluate(bundle, folder / "split" / "test.parquet", params.eval.batch_size,
+        metrics = evaluate(bundle, folder / "split" / "test.parquet", params.eval,
                            bundle.with_name(bundle.name + "-eval"))
         result.update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
     out.write_text(json.dumps(result))

@@ -12,9 +12,10 @@ from finsent.evaluate.statistics import bootstrap_macro_f1_ci, mcnemar, paired_b
 LABELS = ["negative", "neutral", "positive"]
 
 
-def _metrics(macro_f1=0.8, recalls=(0.7, 0.9, 0.8), ece=0.05, latency=100.0):
+def _metrics(macro_f1=0.8, recalls=(0.7, 0.9, 0.8), ece=0.05, latency=100.0, ratio=1.4):
     metrics = {"macro_f1": macro_f1, "accuracy": 0.85, "ece": ece, "brier": 0.2, "latency_p50_ms": latency / 2,
                "latency_p95_ms": latency, "throughput_rows_per_s": 300.0, "test_rows": 100,
+               "latency_ratio_to_base": ratio,
                "macro_f1_ci_low": macro_f1 - 0.05, "macro_f1_ci_high": macro_f1 + 0.05}
     for name, recall in zip(LABELS, recalls):
         metrics.update({f"recall_{name}": recall, f"precision_{name}": 0.8, f"f1_{name}": 0.8, f"support_{name}": 30})
@@ -50,15 +51,16 @@ def test_first_model_faces_only_absolute_gates():
     verdict = check_gates(_metrics(), GateParams(), LABELS, comparison={"champion_version": None})
     assert verdict["passed"] and verdict["compared_with_champion"] is None
     assert {c["gate"] for c in verdict["checks"]} == {"min_macro_f1", "min_accuracy", "min_class_recall", "max_ece",
-                                                      "max_latency_p95_ms"}
+                                                      "max_latency_ratio"}
     assert all(c["kind"] == "absolute" for c in verdict["checks"])
 
 
 def test_absolute_gates_fail_with_observed_value_and_threshold():
-    verdict = check_gates(_metrics(recalls=(0.1, 0.9, 0.8), ece=0.4, latency=9000), GateParams(), LABELS)
+    verdict = check_gates(_metrics(recalls=(0.1, 0.9, 0.8), ece=0.4, latency=9000, ratio=3.5),
+                          GateParams(max_latency_p95_ms=5000), LABELS)
     failed = {(c["gate"], c["metric"]) for c in verdict["checks"] if not c["passed"]}
     assert failed == {("min_class_recall", "recall_negative"), ("max_ece", "ece"),
-                      ("max_latency_p95_ms", "latency_p95_ms")}
+                      ("max_latency_ratio", "latency_ratio_to_base"), ("max_latency_p95_ms", "latency_p95_ms")}
     assert "recall_negative 0.100 < 0.300" in describe(verdict, failed_only=True)
     assert "ece 0.400 > 0.200" in describe(verdict, failed_only=True)
 

@@ -14,6 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from finsent import layout
+from finsent.config import EvalParams
 from finsent.evaluate.metrics import evaluate
 from finsent.promotion import promote
 from finsent.registry import find_version, log_candidate, register
@@ -28,7 +29,8 @@ def project(tmp_path, tiny_base, tokenized, monkeypatch):  # noqa: F811
     root = tmp_path / "project"
     params = _params(tiny_base, "lora", epochs=2)
     fit(tokenized, params, root / layout.ADAPTER_DIR, root / layout.TRAIN_REPORT)
-    evaluate(root / layout.ADAPTER_DIR, tokenized.parent / "split" / "test.parquet", 16, root / layout.EVAL_DIR)
+    evaluate(root / layout.ADAPTER_DIR, tokenized.parent / "split" / "test.parquet", EvalParams(batch_size=16),
+             root / layout.EVAL_DIR)
     (root / "params.yaml").write_text(yaml.safe_dump(params.as_dict()))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -218,3 +220,15 @@ def test_fetch_refuses_a_folder_in_use_and_leaves_nothing_behind(project, tmp_pa
     with pytest.raises(VerificationFailed, match="adapter_model.safetensors changed"):
         fetch_into(uri, tmp_path / "out" / "model")
     assert not (tmp_path / "out" / "model").exists() and not list((tmp_path / "out").iterdir())
+
+
+def test_evaluation_times_the_candidate_against_its_own_base(project):
+    from finsent.config import GateParams
+    from finsent.evaluate.gates import check_gates
+
+    root, params = project
+    metrics = json.loads((root / layout.EVAL_DIR / "metrics.json").read_text())
+    assert 0 < metrics["latency_ratio_to_base"] < float("inf") and metrics["latency_base_batch_ms"] > 0
+    checks = {c["gate"]: c for c in check_gates(metrics, GateParams(), params.labels)["checks"]}
+    assert checks["max_latency_ratio"]["metric"] == "latency_ratio_to_base"
+    assert "max_latency_p95_ms" not in checks, "wall-time latency is off by default: it depends on the machine's load"

@@ -74,7 +74,7 @@ def cmd_stage(args) -> None:
     else:
         from finsent.evaluate.metrics import evaluate
 
-        metrics = evaluate(Path(args.input), Path(args.test), params.eval.batch_size, Path(args.out))
+        metrics = evaluate(Path(args.input), Path(args.test), params.eval, Path(args.out))
         result = {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1")}
     print(f"{args.stage}: {json.dumps(result, default=str)}")
 

@@ -232,6 +232,14 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvalParams:
     batch_size: int = 64
+    latency_rows: int = 64     # test rows timed for the latency ratio (one batch)
+    latency_repeats: int = 7   # candidate / base timed in turn this often; the median ratio is kept
+
+    def __post_init__(self):
+        for name in ("batch_size", "latency_rows", "latency_repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FinsentError(f"params: eval.{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -241,7 +249,8 @@ class GateParams:
     min_accuracy: float | None = 0.6
     min_class_recall: float | None = 0.3
     max_ece: float | None = 0.2
-    max_latency_p95_ms: float | None = 5000.0
+    max_latency_ratio: float | None = 3.0       # candidate / its base without adapter, timed in turn in one process
+    max_latency_p95_ms: float | None = None     # wall time: depends on what else the machine runs
     # relative to the current champion, on the same test rows
     max_macro_f1_drop: float = 0.01
     max_class_recall_drop: float = 0.05

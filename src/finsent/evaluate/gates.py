@@ -35,6 +35,7 @@ def absolute_gates(metrics: dict, params: GateParams, labels: list[str]) -> list
              ("min_accuracy", "accuracy", params.min_accuracy, True),
              *[("min_class_recall", f"recall_{name}", params.min_class_recall, True) for name in labels],
              ("max_ece", "ece", params.max_ece, False),
+             ("max_latency_ratio", "latency_ratio_to_base", params.max_latency_ratio, False),
              ("max_latency_p95_ms", "latency_p95_ms", params.max_latency_p95_ms, False)]
     return [{"gate": gate, "metric": metric, "observed": float(metrics[metric]), "threshold": threshold,
              "kind": "absolute", "passed": _mlflow_threshold_passes(metric, float(metrics[metric]), threshold, higher)}

@@ -1,7 +1,8 @@
 """Evaluate stage: score the adapter bundle on the held-out test split.
 
 Writes metrics.json (accuracy, macro-F1 with a bootstrap 95 % CI, per-class precision/recall/F1
-as flat scalars, ECE, Brier score, per-batch latency p50/p95 and throughput), the confusion
+as flat scalars, ECE, Brier score, per-batch latency p50/p95 and throughput, and the latency ratio to the
+base model without the adapter), the confusion
 matrix (JSON + PNG), the reliability diagram (PNG) and the per-row test predictions, which the
 champion comparison and later audits reuse.
 """
@@ -15,9 +16,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from finsent.base_model import verified_base_path
 from finsent.bundle import load_bundle, predict_proba
+from finsent.config import EvalParams
 from finsent.evaluate.calibration import brier_score, expected_calibration_error, plot_reliability, reliability_bins
 from finsent.evaluate.statistics import bootstrap_macro_f1_ci
+from finsent.train.methods import load_base_classifier
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
@@ -64,13 +68,38 @@ def latency_metrics(batch_seconds: list[float], rows: int) -> dict:
             "throughput_rows_per_s": rows / float(np.sum(batch_seconds))}
 
 
-def evaluate(bundle_dir: Path, test_split: Path, batch_size: int, out_dir: Path, bootstrap_resamples: int = 1000,
+def latency_ratio_to_base(model, tokenizer, meta: dict, texts: list[str], repeats: int) -> dict:
+    """The candidate's forward time over its base model's without the adapter, on the same batch, timed in
+    turn in this process after a warm-up; the median of the per-pair ratios. Load on the machine slows both
+    alike, so the ratio, unlike a wall time, does not depend on what else the machine runs."""
+    import time
+
+    import torch
+
+    base = load_base_classifier(verified_base_path(meta["base_model"]), meta["labels"], meta.get("pooling", "cls"))
+    base.eval()
+    encoded = tokenizer(texts, truncation=True, max_length=meta["max_length"], padding=True, return_tensors="pt")
+
+    def seconds(network) -> float:
+        started = time.perf_counter()
+        network(**encoded)
+        return time.perf_counter() - started
+
+    with torch.inference_mode():
+        seconds(model), seconds(base)  # warm-up: first calls allocate
+        pairs = [(seconds(model), seconds(base)) for _ in range(repeats)]
+    return {"latency_ratio_to_base": float(np.median([candidate / plain for candidate, plain in pairs])),
+            "latency_batch_ms": float(np.median([candidate for candidate, _ in pairs]) * 1000),
+            "latency_base_batch_ms": float(np.median([plain for _, plain in pairs]) * 1000)}
+
+
+def evaluate(bundle_dir: Path, test_split: Path, settings: EvalParams, out_dir: Path, bootstrap_resamples: int = 1000,
              seed: int = 0) -> dict:
     model, tokenizer, meta = load_bundle(bundle_dir)
     labels = meta["labels"]
     test = pd.read_parquet(test_split)
     batch_seconds: list[float] = []
-    probabilities = predict_proba(model, tokenizer, test["text"].tolist(), meta["max_length"], batch_size,
+    probabilities = predict_proba(model, tokenizer, test["text"].tolist(), meta["max_length"], settings.batch_size,
                                   progress=True, batch_seconds=batch_seconds)
     predicted = [labels[i] for i in probabilities.argmax(axis=1)]
     y_true = test["label"].map({name: i for i, name in enumerate(labels)}).to_numpy()
@@ -82,6 +111,8 @@ def evaluate(bundle_dir: Path, test_split: Path, batch_size: int, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics.update(probability_metrics(probabilities, y_true, out_dir))
     metrics.update(latency_metrics(batch_seconds, len(test)))
+    metrics.update(latency_ratio_to_base(model, tokenizer, meta, test["text"].tolist()[:settings.latency_rows],
+                                         settings.latency_repeats))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "confusion_matrix.json").write_text(json.dumps({"labels": labels, "matrix": matrix.tolist()}))
     plot_confusion(matrix, labels, out_dir / "confusion_matrix.png")

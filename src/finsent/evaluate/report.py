@@ -14,7 +14,8 @@ def evaluation_report(metrics: dict, comparison: dict | None, verdict: dict, lab
              f"(95 % bootstrap CI {metrics['macro_f1_ci_low']:.4f} – {metrics['macro_f1_ci_high']:.4f}), "
              f"accuracy {metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f}, Brier {metrics['brier']:.4f}, "
              f"latency p50 {metrics['latency_p50_ms']:.1f} ms / p95 {metrics['latency_p95_ms']:.1f} ms per batch, "
-             f"{metrics['throughput_rows_per_s']:.0f} rows/s.", "",
+             f"{metrics['throughput_rows_per_s']:.0f} rows/s; "
+             f"{metrics['latency_ratio_to_base']:.2f}× the base model's forward time without the adapter.", "",
              "## Per class", "", _row("class", "precision", "recall", "F1", "support"), _row("---", "---:", "---:",
                                                                                           "---:", "---:")]
     lines += [_row(name, f"{metrics[f'precision_{name}']:.3f}", f"{metrics[f'recall_{name}']:.3f}",

@@ -63,7 +63,7 @@ def _run_stages(work: Path, project: Path) -> dict:
         split(Path("data/processed/accepted.parquet"), params.split, Path("data/processed/split"))
         tokenize(Path("data/processed/split"), params.labels, params.model, Path("data/tokenized"))
         fit(Path("data/tokenized"), params, Path("models/adapter"), Path("reports/train.json"))
-        return evaluate(Path("models/adapter"), Path("data/processed/split/test.parquet"), params.eval.batch_size,
+        return evaluate(Path("models/adapter"), Path("data/processed/split/test.parquet"), params.eval,
                         Path("reports/eval"))
 
 

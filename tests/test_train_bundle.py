@@ -249,7 +249,9 @@ def test_training_killed_by_sigkill_resumes_from_its_last_checkpoint(tmp_path, t
 def test_train_stage_runs_data_parallel_under_torchrun(tmp_path, tiny_base, tokenized):
     """train.processes: 2 makes `finsent stage train` re-launch itself under torchrun (gloo on CPU here, NCCL
     on GPUs): two ranks each train on half of every epoch, rank 0 alone writes the bundle and the report."""
+    import contextlib
     import os
+    import signal
     import subprocess
     import sys
 
@@ -261,11 +263,21 @@ def test_train_stage_runs_data_parallel_under_torchrun(tmp_path, tiny_base, toke
         "train": {"epochs": 2, "batch_size": 8, "learning_rate": 5e-3, "num_threads": 1, "processes": 2}}))
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     finsent = Path(sys.executable).with_name("finsent")
-    done = subprocess.run([str(finsent), "stage", "train", "--input", str(tokenized), "--out", "adapter",
-                           "--report", "train.json"], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "data-parallel on 2 processes" in done.stdout
+    done = subprocess.Popen([str(finsent), "stage", "train", "--input", str(tokenized), "--out", "adapter",
+                             "--report", "train.json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
+    try:
+        stdout, stderr = done.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # every process of the group prints where it waits (faulthandler), then goes
+        os.killpg(done.pid, signal.SIGABRT)
+        stdout, stderr = done.communicate(timeout=60)
+        pytest.fail(f"data-parallel training still running after 300 s; stacks:\n{stderr[-6000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(done.pid, signal.SIGKILL)
+    assert done.returncode == 0, stderr[-3000:]
+    assert "data-parallel on 2 processes" in stdout
     summary = json.loads((tmp_path / "train.json").read_text())
     assert summary["processes"] == 2
     assert summary["optimizer_steps"] == 2 * 2  # 31 rows -> 16 per rank -> 2 batches of 8 per epoch

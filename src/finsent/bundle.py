@@ -89,6 +89,14 @@ def export_merged(bundle_dir: Path, out_dir: Path) -> dict:
     plus the model's pooling; for ``cls`` pooling ``from_pretrained`` alone is the same model)."""
     from finsent.errors import FinsentError
 
+    if not (Path(bundle_dir) / META_FILE).is_file():
+        raise FinsentError(f"{bundle_dir}: not an adapter bundle (no {META_FILE}); give the folder a run wrote, "
+                           f"e.g. models/adapter (`finsent fetch` downloads a registered one)")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / "finsent_export.json").is_file() and (
+            not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FinsentError(f"--out {out_dir}: exists and is not an earlier export; give a new folder "
+                           f"(only a folder holding finsent_export.json is replaced)")
     model, tokenizer, meta = load_bundle(bundle_dir)
     if meta["method"] in MERGEABLE:
         model = model.merge_and_unload()

@@ -18,13 +18,45 @@ from finsent.runtime import apply_defaults, project_root, quiet_libraries, state
 ERROR_FILE_ENV = "FINSENT_ERROR_FILE"  # set by the flow: a stage writes its one-line error there
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that says where the help is (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _params(args):
     from finsent.config import load_params
 
     return load_params(args.params)
 
 
+def _project_params_only(args) -> None:
+    """`run` and `monitor` go through DVC, which reads the project's params.yaml: another file would be
+    silently ignored, so it is refused."""
+    if Path(args.params).resolve() != (project_root() / "params.yaml").resolve():
+        raise FinsentError(f"--params {args.params}: `finsent {args.command}` always reads the project's params.yaml "
+                           f"(DVC tracks it); edit that file, or use `dvc exp run -S section.key=value`")
+
+
+STAGE_NEEDS = {"sources": (), "ingest": ("input",), "validate": ("input", "quarantine", "report"),
+               "split": ("input",), "tokenize": ("input",), "train": ("input", "report"),
+               "evaluate": ("input", "test")}  # options each stage needs beyond --out
+
+
+def _check_stage_args(args) -> None:
+    missing = [f"--{name}" for name in STAGE_NEEDS[args.stage] if getattr(args, name) is None]
+    if missing:
+        raise FinsentError(f"finsent stage {args.stage} needs {', '.join(missing)} (dvc.yaml shows the full call)")
+    for name in ("input", "test"):
+        value = getattr(args, name)
+        if value is not None and not Path(value).exists():
+            raise FinsentError(f"finsent stage {args.stage}: --{name} {value} not found; run the stage before it "
+                               f"first (`dvc repro {args.stage}` runs what is missing)")
+
+
 def cmd_stage(args) -> None:
+    _check_stage_args(args)
     params = _params(args)
     if args.stage == "sources":
         from finsent.data.sources import write_manifest
@@ -131,6 +163,8 @@ def _print_accounting(out: Path) -> None:
 def cmd_run(args) -> None:
     from finsent.run import run
 
+    _project_params_only(args)
+
     run(project_root(), data=args.data, data_format=args.format)
 
 
@@ -178,6 +212,9 @@ def cmd_reproduce(args) -> None:
 def cmd_monitor(args) -> None:
     from finsent.run import run_flow
 
+    _project_params_only(args)
+    if not Path(args.input).exists():
+        raise FinsentError(f"--input {args.input}: not found; give a file or a drop folder of unlabelled text")
     root = project_root()
     out = Path(args.out).resolve() if args.out else root / "data" / "monitor" / Path(args.input).stem
     result = run_flow(root, "monitor", "monitor_flow", project_dir=str(root), source=str(Path(args.input).resolve()),
@@ -263,7 +300,11 @@ def cmd_history(args) -> None:
     client, registry = _registry(args)
     events = history(client, registry.model_name)
     if args.at:
-        moment = datetime.fromisoformat(args.at)
+        try:
+            moment = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise FinsentError(f"--at {args.at!r}: not an ISO date/time; e.g. 2026-11-30 or "
+                               f"2026-11-30T14:05+01:00") from None
         moment = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
         holder = champion_at(events, moment.isoformat(timespec="milliseconds"), registry.champion_alias)
         print(f"{registry.model_name}@{registry.champion_alias} at {moment.isoformat()}: "
@@ -295,7 +336,15 @@ def cmd_promote(args) -> None:
     client, registry = _registry(args)
     if not args.force:
         raise FinsentError("manual promotion skips the gates: pass --force and --reason to record the override")
-    client.get_model_version(registry.model_name, args.version)  # fails clearly if it does not exist
+    if not args.version.isdigit() or int(args.version) < 1:
+        raise FinsentError(f"version {args.version!r}: give a registered version number (1, 2, ...); "
+                           f"`finsent history` lists them")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(registry.model_name, args.version)
+    except MlflowException:
+        raise FinsentError(f"{registry.model_name} has no version {args.version}; nothing promoted") from None
     current = alias_version(client, registry.model_name, registry.champion_alias)
     event = promote(client, registry, args.version, expected_champion=current, force=True,
                     reason=f"manual override: {args.reason}", actor=f"manual ({os.environ.get('USER', 'unknown')})")
@@ -346,7 +395,7 @@ def cmd_doctor(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finsent", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="finsent", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -466,7 +515,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("finsent: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an error finsent did not foresee: still one line, the traceback on request
+        if os.environ.get("FINSENT_DEBUG"):
+            raise
+        print(f"finsent: error: {unforeseen(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def unforeseen(exc: Exception) -> str:
+    """One line for an exception that is not a FinsentError: what failed, and how to see more."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions"
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    mlflow_errors = sys.modules.get("mlflow.exceptions")
+    if mlflow_errors is not None and isinstance(exc, mlflow_errors.MlflowException):
+        from finsent.runtime import redact
+
+        return (f"MLflow ({redact(os.environ.get('MLFLOW_TRACKING_URI', ''))}): {first[:300]}; check "
+                f"MLFLOW_TRACKING_URI (`finsent doctor` checks the store)")
+    return (f"{type(exc).__name__}: {first[:300]} (unexpected: FINSENT_DEBUG=1 shows the traceback; please report "
+            f"it with that output)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -94,10 +95,18 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | No
 
 
 def history(client: MlflowClient, model_name: str) -> list[dict]:
+    """The recorded alias decisions, oldest first; [] only when the model is not registered yet (a store that
+    cannot be read is an error, never an empty history: the writer appends by sequence number)."""
     try:
         tags = client.get_registered_model(model_name).tags
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        from finsent.runtime import redact
+
+        raise FinsentError(f"cannot read the alias history of '{model_name}' from "
+                           f"{redact(mlflow.get_tracking_uri())}: {str(exc).splitlines()[0][:200]} "
+                           f"(`finsent doctor` checks the store)") from exc
     return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(HISTORY_PREFIX))]
 
 

@@ -81,6 +81,9 @@ def apply_defaults(root: Path) -> None:
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's default (7 retries, doubling waits) keeps a command silent for minutes on an unreachable server;
+    # the flow's tasks retry on their own (NETWORK_RETRIES)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 
 
 def quiet_libraries() -> None:

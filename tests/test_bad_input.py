@@ -279,3 +279,81 @@ def test_sources_combine_with_their_own_settings(tmp_path):
     frame = pd.read_parquet(out / "ingested.parquet")
     assert frame.groupby("source").size().to_dict() == {"news.csv": 5, "tweets.tsv": 2}
     assert frame.loc[frame["source"] == "tweets.tsv", "label"].tolist() == ["positive", "negative"]
+
+
+# --- cases found by trying to break it -------------------------------------------------------------------
+
+def test_every_row_quarantined_is_the_dataset_check_failing_with_its_name(tmp_path):
+    path = write(tmp_path, "allbad.csv", "text,label\n,positive\n  ,negative\nx,neutral\n")
+    params = dataclasses.replace(DataParams(), sources=[str(path)])
+    out = tmp_path / "out"
+    ingest(manifest(params)["files"], LABELS, params, out / "ingested.parquet")
+    with pytest.raises(FinsentError, match=r"min_rows \(expect_table_row_count_to_be_between\): observed 0") as err:
+        validate(out / "ingested.parquet", LABELS, ValidationParams(), out / "accepted.parquet",
+                 out / "quarantine.parquet", out / "validation.json")
+    assert "\n" not in str(err.value) and "3 quarantined" in str(err.value)
+    assert len(pd.read_parquet(out / "quarantine.parquet")) == 3 and not (out / "accepted.parquet").exists()
+
+
+def test_text_that_is_not_a_string_is_quarantined(tmp_path):
+    lines = [json.dumps({"text": t, "label": lab}) for t, lab in zip(GOOD, GOOD_LABELS)]
+    lines += [json.dumps({"text": {"headline": "Profit rose"}, "label": "positive"}),
+              json.dumps({"text": ["Sales", "fell"], "label": "negative"})]
+    report, accepted, quarantined = run(tmp_path, write(tmp_path, "objects.jsonl", "\n".join(lines) + "\n"))
+    assert len(accepted) == 5 and list(quarantined["reason"]) == ["text_not_a_string"] * 2
+    assert "not a string (dict)" in quarantined["text"].iloc[0]
+    structs = pd.DataFrame({"text": [{"a": t} for t in GOOD], "label": GOOD_LABELS})  # a Parquet struct column
+    structs.to_parquet(tmp_path / "structs.parquet")
+    with pytest.raises(FinsentError, match="0 rows accepted, 5 quarantined"):
+        run(tmp_path / "second", tmp_path / "structs.parquet")
+    quarantined = pd.read_parquet(tmp_path / "second" / "out" / "quarantine.parquet")
+    assert set(quarantined["reason"]) == {"text_not_a_string"} and len(quarantined) == 5
+
+
+@pytest.mark.parametrize("character", ["\u202e", "\u200b", "\u2066", "\ufeff"])
+def test_invisible_format_characters_are_quarantined_or_stripped(tmp_path, character):
+    from finsent.config import NormalizeParams
+
+    path = write(tmp_path, "hidden.csv", good_csv(f"Profit{character} rose sharply,positive\n"))
+    _, accepted, quarantined = run(tmp_path, path)
+    assert len(accepted) == 5 and list(quarantined["reason"]) == ["invisible_format_characters"]
+    _, accepted, quarantined = run(tmp_path, path, normalize=NormalizeParams(strip_format_characters=True))
+    assert len(accepted) == 6 and quarantined.empty and "Profit rose sharply" in set(accepted["text"])
+
+
+def test_a_column_name_given_twice_is_refused(tmp_path):
+    fails(tmp_path, "'text' appear more than once in the header",
+          write(tmp_path, "dup.csv", "text,label,text\nProfit rose,positive,x\n"))
+    fails(tmp_path, "'label' appear more than once in the object on line 1",
+          write(tmp_path, "dup.jsonl", '{"text": "Profit rose", "label": "positive", "label": "negative"}\n'))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files_are_read(tmp_path, encoding):
+    content = good_csv("Umsatz stieg in Hämeenlinna,positive\n")
+    raw = content.encode(encoding)
+    if encoding == "utf-16-be":
+        raw = b"\xfe\xff" + raw  # with its byte-order mark, as editors write it
+    _, accepted, _ = run(tmp_path, write(tmp_path, "wide.csv", raw))
+    assert len(accepted) == 6 and "Umsatz stieg in Hämeenlinna" in set(accepted["text"])
+
+
+def test_a_few_damaged_bytes_in_an_ascii_file_quarantine_only_those_rows(tmp_path):
+    path = write(tmp_path, "ascii.csv", good_csv().encode() + b"Sales fell \xff\xfe again,negative\n")
+    _, accepted, quarantined = run(tmp_path, path)
+    assert len(accepted) == 5 and list(quarantined["reason"]) == ["control_characters_or_undecodable_bytes"]
+
+
+def test_a_gzip_bomb_stops_at_the_size_cap(tmp_path):
+    path = tmp_path / "bomb.csv.gz"
+    with gzip.open(path, "wb", compresslevel=9) as stream:
+        stream.write(good_csv().encode())
+        for _ in range(12):
+            stream.write(b"0" * 2**20)
+    assert path.stat().st_size < 100_000
+    fails(tmp_path, r"unpacks to more than data.max_file_mb \(8 MB\)", path, max_file_mb=8)
+
+
+def test_a_file_over_the_size_cap_is_refused_unread(tmp_path):
+    path = write(tmp_path, "big.csv", good_csv() + "x" * (2 * 2**20) + ",positive\n")
+    fails(tmp_path, r"more than data.max_file_mb \(1\)", path, max_file_mb=1)

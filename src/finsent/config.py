@@ -38,6 +38,7 @@ class NormalizeParams:
     unicode_form: str | None = "NFC"  # NFC | NFKC | NFD | NFKD | null (keep as read)
     collapse_whitespace: bool = True  # runs of spaces, tabs, newlines -> one space; trimmed
     lowercase: bool = False  # case carries meaning in finance text ("US" vs "us"): off by default
+    strip_format_characters: bool = False  # drop zero-width / bidi-control characters; else such rows are quarantined
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class DataParams:
     delimiter: str = "auto"
     encoding: str = "auto"
     max_unknown_label_share: float = 0.2  # more unknown labels in one source than this: a mapping is missing
+    max_file_mb: int = 2048  # a file (or what a gzip file unpacks to) larger than this is refused, not read
     normalize: NormalizeParams = field(default_factory=NormalizeParams)
 
     def source_specs(self) -> list[SourceSpec]:

@@ -28,6 +28,11 @@ from finsent.errors import FinsentError
 CANONICAL_COLUMNS = ["id", "text", "label", "source", "ingested_at"]
 INGESTED_COLUMNS = CANONICAL_COLUMNS + ["source_record"]
 _WHITESPACE = re.compile(r"\s+")
+# Invisible format characters: zero-width spaces / joiners, bidirectional overrides and isolates (they can make a
+# sentence display differently from what the model reads), a byte-order mark inside the text. Validate
+# quarantines rows holding them unless data.normalize.strip_format_characters drops them here.
+FORMAT_CHARACTERS = "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+_FORMAT_CHARACTERS = re.compile(FORMAT_CHARACTERS)
 
 
 DEFAULT_NORMALIZE = NormalizeParams()
@@ -37,6 +42,8 @@ def normalize_text(text: str, params: NormalizeParams = DEFAULT_NORMALIZE) -> st
     """Explicit, configurable normalisation: unicode form, whitespace runs, optional lowercasing."""
     if params.unicode_form:
         text = unicodedata.normalize(params.unicode_form, text)
+    if params.strip_format_characters:
+        text = _FORMAT_CHARACTERS.sub("", text)
     if params.collapse_whitespace:
         text = _WHITESPACE.sub(" ", text).strip()
     return text.lower() if params.lowercase else text
@@ -82,7 +89,7 @@ def ingest(files: list[dict], labels: list[str], params: DataParams, out: Path,
         path, spec = Path(entry["path"]), spec_of(entry)
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             raise FinsentError(f"{path} changed or vanished after the sources stage hashed it; run again")
-        raw, facts = read_source(path, spec)
+        raw, facts = read_source(path, spec, params.max_file_mb * 2**20)
         text = raw["text"].map(lambda t: None if pd.isna(t) else normalize_text(t, params.normalize))
         new = entry["sha256"] not in seen
         first = seen.setdefault(entry["sha256"], {"first_ingested_at": now, "source": entry["source"]})

@@ -1,10 +1,12 @@
 """Bytes of one source file -> a raw frame (text, label, record) in any supported format.
 
 What a file holds is decided from its bytes, not trusted from its name: gzip is decompressed
-whatever the file is called, binary content is refused, and the encoding is detected (utf-8,
-with or without BOM; else cp1252/latin-1 as in the Financial PhraseBank release). A utf-8 file
-with a few invalid bytes is read as utf-8 with U+FFFD in their place, so only the damaged rows
-are quarantined (validate stage), not the whole file mis-decoded. ``record`` is the 1-based data
+whatever the file is called (streamed, up to data.max_file_mb), binary content is refused, and the
+encoding is detected (utf-8, with or without BOM; UTF-16 / UTF-32 with a BOM; else cp1252/latin-1 as
+in the Financial PhraseBank release, when its non-ASCII bytes read as words or punctuation). A file
+with a few invalid bytes is otherwise read as utf-8 with U+FFFD in their place, so only the damaged
+rows are quarantined (validate stage), not the whole file mis-decoded. A column name given twice is
+refused; a text cell that is not a string is marked so that validate quarantines it. ``record`` is the 1-based data
 record number in the file (a record may span lines when a quoted field holds newlines).
 """
 
@@ -34,15 +36,34 @@ _BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
 _UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
 
 
-def load_bytes(path: Path) -> tuple[bytes, str | None]:
-    """The file's content (gunzipped if it is gzip, whatever its name) and the compression found."""
-    raw = path.read_bytes()
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw, None
+DEFAULT_MAX_BYTES = 2048 * 2**20  # data.max_file_mb: a file, or what a gzip file unpacks to, larger than this is refused
+NOT_A_STRING = "\ue000"  # private-use mark before the JSON of a text cell that was not a string (validate quarantines it)
+_UTF16_32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff", b"\xff\xfe", b"\xfe\xff")
+
+
+def load_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, str | None]:
+    """The file's content (gunzipped if it is gzip, whatever its name) and the compression found. Decompression
+    streams and stops at ``max_bytes``: a small gzip file cannot unpack into all of the machine's memory."""
+    with path.open("rb") as handle:
+        magic = handle.read(2)
+    if magic != _GZIP_MAGIC:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise FinsentError(f"{path}: {size / 2**20:.0f} MB is more than data.max_file_mb "
+                               f"({max_bytes / 2**20:.0f}); split the file or raise the limit")
+        return path.read_bytes(), None
+    chunks, total = [], 0
     try:
-        return gzip.decompress(raw), "gzip"
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise FinsentError(f"{path}: unpacks to more than data.max_file_mb ({max_bytes / 2**20:.0f} MB) "
+                                       f"and was not read further; split the file or raise the limit")
+                chunks.append(chunk)
     except (OSError, EOFError) as exc:
         raise FinsentError(f"{path}: starts like gzip but does not decompress ({exc}); re-export the file") from exc
+    return b"".join(chunks), "gzip"
 
 
 def _refuse_binary(raw: bytes, path: Path) -> None:
@@ -65,18 +86,47 @@ def decode(raw: bytes, encoding: str, path: Path) -> str:
             line = raw[:exc.start].count(b"\n") + 1
             raise FinsentError(f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not valid {encoding}; "
                                f"set data.encoding to the file's real encoding (or auto)") from exc
+    if raw.startswith(_UTF16_32_BOMS):
+        return raw.decode("utf-32" if raw[:4] in _UTF16_32_BOMS[:2] else "utf-16")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
     damaged = raw.decode("utf-8-sig", errors="replace").count("\ufffd")
     valid = len(_UTF8_MULTIBYTE.findall(raw))  # legacy 8-bit text almost never forms valid utf-8 sequences
-    if valid and valid >= damaged:  # utf-8 with some damage: keep it, the damaged rows get quarantined
-        return raw.decode("utf-8-sig", errors="replace")
+    if (valid and valid >= damaged) or not _reads_as_cp1252(raw):
+        return raw.decode("utf-8-sig", errors="replace")  # utf-8 with some damage: the damaged rows get quarantined
     try:
         return raw.decode("cp1252")
     except UnicodeDecodeError:  # bytes cp1252 leaves undefined (0x81, 0x8d, ...): latin-1 maps every byte
         return raw.decode("latin-1")
+
+
+_HIGH_RUN = re.compile(rb"[\x80-\xff]+")
+_CP1252_PUNCTUATION = set("‘’‚“”„–—…•€£¥§°±²³µ·×÷«»¢©®™¼½¾¡¿")
+
+
+def _reads_as_cp1252(raw: bytes) -> bool:
+    """Whether the non-ASCII bytes read as cp1252 text: every byte a printable character, and no word made only
+    of them (0xFF 0xFE between spaces is damage in an ASCII file, 'H\xe4meenlinna' is a word). Damaged bytes
+    make the file read as utf-8 instead, so that only the damaged rows are quarantined."""
+    for match in _HIGH_RUN.finditer(raw):
+        try:
+            chars = match.group().decode("cp1252")
+        except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90, 0x9D: undefined in cp1252
+            return False
+        if not all(c.isprintable() for c in chars):
+            return False
+        before, after = raw[match.start() - 1:match.start()], raw[match.end():match.end() + 1]
+        alone = before.strip() == b"" and after.strip() == b""
+        if len(chars) > 1 and alone and not all(c in _CP1252_PUNCTUATION for c in chars):
+            return False
+    return True
+
+
+def _text_bytes(raw: bytes) -> bool:
+    """UTF-16 / UTF-32 with a byte-order mark: text, although its zero bytes look binary."""
+    return raw.startswith(_UTF16_32_BOMS)
 
 
 def detect_format(path: Path, raw: bytes) -> str:
@@ -86,7 +136,8 @@ def detect_format(path: Path, raw: bytes) -> str:
     by_suffix = _SUFFIX_FORMATS.get(Path(name).suffix)
     if by_suffix:
         return by_suffix
-    first = next((line for line in raw[:4096].decode("latin-1").splitlines() if line.strip()), "")
+    head = raw[:4096].decode("utf-16", errors="replace") if _text_bytes(raw) else raw[:4096].decode("latin-1")
+    first = next((line for line in head.splitlines() if line.strip()), "")
     if "@" in first and first.rpartition("@")[2].strip().lower() in CANONICAL_LABEL_WORDS:
         return "phrasebank"
     if first.lstrip().startswith("{"):
@@ -125,6 +176,9 @@ def _sniff_delimiter(text: str) -> str:
 def read_delimited(text: str, delimiter: str, path: Path) -> pd.DataFrame:
     """CSV/TSV as strings (no NA guessing: 'NA' may be a ticker); ragged rows are an error with the line."""
     delimiter = _sniff_delimiter(text) if delimiter == "auto" else delimiter
+    header = next(csv.reader(io.StringIO(next((line for line in text.splitlines() if line.strip()), "")),
+                             delimiter=delimiter), [])
+    _refuse_duplicate_columns([name.strip() for name in header], path)
     try:
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False,
                             skip_blank_lines=True)
@@ -137,12 +191,22 @@ def read_delimited(text: str, delimiter: str, path: Path) -> pd.DataFrame:
     return frame
 
 
+def _refuse_duplicate_columns(names: list[str], path: Path, where: str = "header") -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise FinsentError(f"{path}: column name(s) {', '.join(map(repr, repeated))} appear more than once in the "
+                           f"{where}; which one holds the data is ambiguous: rename or drop the copies")
+
+
 def read_jsonl(text: str, path: Path) -> pd.DataFrame:
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
+            pairs = json.loads(line, object_pairs_hook=lambda items: items)
+            if isinstance(pairs, list) and all(isinstance(p, tuple) for p in pairs):
+                _refuse_duplicate_columns([key for key, _ in pairs], path, f"object on line {number}")
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise FinsentError(f"{path}:{number}: not valid JSON ({exc.msg}); one JSON object per line") from exc
@@ -162,14 +226,20 @@ def _label_text(value) -> str | None:
 
 
 def _text_value(value) -> str | None:
+    """A text cell as read; one that is not a string (a JSON object or list, a Parquet struct, a number) keeps
+    its JSON behind NOT_A_STRING, so the validate stage quarantines it with that reason instead of guessing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "tolist"):  # numpy arrays / scalars from Parquet
+        value = value.tolist()
+    return NOT_A_STRING + f"not a string ({type(value).__name__}): " + json.dumps(value, default=str)[:200]
 
 
-def read_source(path: Path, spec: SourceSpec) -> tuple[pd.DataFrame, dict]:
+def read_source(path: Path, spec: SourceSpec, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[pd.DataFrame, dict]:
     """One file -> (frame with text, label, record; facts about how it was read)."""
-    raw, compression = load_bytes(path)
+    raw, compression = load_bytes(path, max_bytes)
     if not raw.strip():
         raise FinsentError(f"{path}: file is empty")
     fmt = detect_format(path, raw) if spec.format == "auto" else spec.format
@@ -181,12 +251,15 @@ def read_source(path: Path, spec: SourceSpec) -> tuple[pd.DataFrame, dict]:
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise FinsentError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from exc
     else:
-        _refuse_binary(raw, path)
+        if not (_text_bytes(raw) or spec.encoding.lower().replace("_", "-").startswith(("utf-16", "utf-32"))):
+            _refuse_binary(raw, path)
         text = decode(raw, spec.encoding, path)
         if fmt == "phrasebank":
             return read_phrasebank(text, path), {"format": fmt, "compression": compression}
         frame = (read_jsonl(text, path) if fmt == "jsonl"
                  else read_delimited(text, "\t" if fmt == "tsv" else spec.delimiter, path))
+    if fmt == "parquet":
+        _refuse_duplicate_columns([str(c) for c in frame.columns], path, "schema")
     missing = [c for c in (spec.text_column, spec.label_column) if c not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns)) or "none"

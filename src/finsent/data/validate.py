@@ -1,7 +1,8 @@
 """Validate stage: Great Expectations suites, quarantine and the row accounting.
 
-Row-level expectations (text present, length within bounds, no control characters, binary or
-undecodable bytes, no spreadsheet-formula prefix, label present and in the label set) decide per row: failing rows go to the quarantine file with the failed
+Row-level expectations (text present and a string, length within bounds, no control characters, binary or
+undecodable bytes, no invisible format characters, no spreadsheet-formula prefix, label present and in the
+label set) decide per row: failing rows go to the quarantine file with the failed
 expectation(s) as the reason, and do not fail the run. Dataset-level expectations (duplicate rate
 on the ingested rows; columns, minimum rows and a minimum share per class on the accepted rows)
 fail the stage with the check's name, the observed value and the threshold.
@@ -18,7 +19,8 @@ import pandas as pd
 from finsent.config import ValidationParams
 from finsent.data.drift import profile
 from finsent.data.gx_project import run_suite
-from finsent.data.ingest import CANONICAL_COLUMNS
+from finsent.data.ingest import CANONICAL_COLUMNS, FORMAT_CHARACTERS
+from finsent.data.readers import NOT_A_STRING
 from finsent.errors import FinsentError
 
 _ROW = "_row"  # positional row key handed to GX so it can name the failing rows
@@ -43,6 +45,10 @@ def _row_expectations(labels: list[str], params: ValidationParams) -> list:
                                               meta={"reason": "control_characters_or_undecodable_bytes"}),
         gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=FORMULA_PREFIX,
                                               meta={"reason": "formula_injection"}),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=FORMAT_CHARACTERS,
+                                              meta={"reason": "invisible_format_characters"}),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=f"^{NOT_A_STRING}",
+                                              meta={"reason": "text_not_a_string"}),
         gxe.ExpectColumnValuesToNotBeNull(column="label", meta={"reason": "label_missing"}),
         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels),
                                         meta={"reason": "label_not_in_label_set"}),
@@ -89,10 +95,11 @@ def _failed_rows(result: dict) -> dict[int, list[tuple[str, str]]]:
 
 def _observed(check: dict):
     config, result = check["expectation_config"], check["result"]
-    if config["type"] == "expect_column_proportion_of_unique_values_to_be_between":
-        return round(1 - result["observed_value"], 4)  # reported as the duplicate rate
+    if config["type"] == "expect_column_proportion_of_unique_values_to_be_between":  # as the duplicate rate
+        return round(1 - result["observed_value"], 4) if result.get("observed_value") is not None else 0.0
     if config["type"] == "expect_column_values_to_not_be_in_set" and "unexpected_percent" in result:
-        return round(1 - result["unexpected_percent"] / 100, 4)  # reported as the class share
+        percent = result["unexpected_percent"]  # None when no row was accepted at all
+        return round(1 - percent / 100, 4) if percent is not None else 0.0  # reported as the class share
     return result.get("observed_value", result.get("unexpected_count"))
 
 

@@ -17,7 +17,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from finsent.config import load_params
-from finsent.monitor.aggregate import aggregate, spikes
+from finsent.monitor.aggregate import aggregate, spikes, spreadsheet_safe
 from finsent.monitor.prediction_drift import prediction_drift
 from finsent.monitor.score import read_batch, score
 
@@ -63,7 +63,7 @@ def alert_task(root: Path, out: Path) -> list[dict]:
     params = load_params(root / "params.yaml")
     judged, alerts = spikes(aggregate(pd.read_parquet(out / "scored.parquet"), params.labels, params.monitor),
                             params.monitor)
-    judged.to_csv(out / "aggregates.csv", index=False)
+    spreadsheet_safe(judged).to_csv(out / "aggregates.csv", index=False)
     (out / "alerts.json").write_text(json.dumps(alerts, indent=2) + "\n")
     for alert in alerts:
         alert["notified"] = send("monitor.alert", f"negative-share spike for {alert['entity']} in period "

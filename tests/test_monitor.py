@@ -8,7 +8,7 @@ import pytest
 
 from finsent.config import MonitorParams, NormalizeParams
 from finsent.errors import FinsentError
-from finsent.monitor.aggregate import aggregate, spikes
+from finsent.monitor.aggregate import aggregate, spikes, spreadsheet_safe
 from finsent.monitor.prediction_drift import prediction_drift
 
 from conftest import LABELS
@@ -104,3 +104,13 @@ def test_scoring_accounts_for_every_row(tmp_path, tiny_base):
     assert set(scored.columns) >= {"id", "label", "prob_negative", "prob_neutral", "prob_positive", "confidence",
                                    "model_version", "source"}
     assert np.allclose(scored[[f"prob_{n}" for n in LABELS]].sum(axis=1), 1.0)
+
+
+def test_aggregates_csv_never_starts_a_cell_with_a_formula(tmp_path):
+    frame = pd.DataFrame({"entity": ["=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2", "@SUM(A1)", "\tx",
+                                     "ACME"], "rows": [1, 2, 3, 4, 5, 6], "share_negative": [0.1] * 6})
+    spreadsheet_safe(frame).to_csv(tmp_path / "aggregates.csv", index=False)
+    written = pd.read_csv(tmp_path / "aggregates.csv", dtype=str, keep_default_na=False)
+    assert list(written["entity"]) == ["'=HYPERLINK(\"http://x\")", "'+1+cmd|' /C calc'!A0", "'-2", "'@SUM(A1)",
+                                       "'\tx", "ACME"]
+    assert list(written["rows"]) == ["1", "2", "3", "4", "5", "6"]  # numbers stay numbers

@@ -127,3 +127,21 @@ def test_file_backed_suites_stored_results_and_data_docs(tmp_path):
     assert "finsent_rows" in index and "finsent_dataset" in index
     pages = list((docs / "validations" / "finsent_rows").rglob("*.html"))
     assert len(pages) == 2  # one page per stored run
+    settings = (tmp_path / "gx" / "great_expectations.yml").read_text()
+    validate(ingested, LABELS, ValidationParams(max_text_chars=900), tmp_path / "a.parquet", tmp_path / "q.parquet",
+             tmp_path / "r.json", gx_project=tmp_path, docs_dir=tmp_path / "elsewhere" / "docs")
+    assert (tmp_path / "gx" / "great_expectations.yml").read_text() == settings, "a run's --docs is not persisted"
+    assert "elsewhere" not in settings and (tmp_path / "elsewhere" / "docs" / "index.html").is_file()
+
+
+def test_quarantined_text_never_reaches_the_data_docs_html(tmp_path):
+    payload = "=<script>alert(1)</script> <img src=x onerror=alert(2)>"
+    frame = pd.concat([sentences(20), pd.DataFrame({"text": [payload], "label": ["positive"]})])
+    ingested = _ingested(tmp_path, frame)
+    docs = tmp_path / "docs"
+    report = validate(ingested, LABELS, ValidationParams(), tmp_path / "a.parquet", tmp_path / "q.parquet",
+                      tmp_path / "r.json", gx_project=tmp_path, docs_dir=docs)
+    assert report["accounting"]["rows_quarantined"] == 1
+    assert pd.read_parquet(tmp_path / "q.parquet")["text"].tolist() == [payload]
+    html = "".join(page.read_text() for page in docs.rglob("*.html"))
+    assert "finsent_rows" in html and "alert(1)" not in html and "onerror" not in html

@@ -2,8 +2,9 @@
 
 The context lives in ``<project>/gx/`` (committed: suites, checkpoints, validation definitions;
 ``gx/uncommitted/`` holds the stored results and is git-ignored by GX itself). Every run writes the
-suite from params (thresholds may have changed), stores the result, and rebuilds the Data Docs
-site into ``docs_dir`` (a DVC output, logged to the MLflow run). Without a project (``finsent
+suite from params (thresholds may have changed), stores the result, rebuilds the Data Docs site in
+``gx/uncommitted/data_docs/local_site`` and copies it to ``docs_dir`` (a DVC output, logged to the MLflow
+run), so the committed great_expectations.yml never names a run's folder. Without a project (``finsent
 validate`` outside one, unit tests) the same suite runs in an ephemeral context and builds no docs.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -30,14 +30,27 @@ def _quiet(context) -> None:
         context.variables.save()
 
 
-def _docs_site(context, docs_dir: Path) -> None:
-    base = os.path.relpath(docs_dir.resolve(), context.root_directory)  # relative: the yml stays portable
+SITE_DIR = "uncommitted/data_docs/local_site"  # inside gx/: where GX builds the site (git-ignored by GX)
+
+
+def _docs_site(context) -> Path:
+    """The site GX builds, always in SITE_DIR: a run's --docs folder never reaches the committed
+    great_expectations.yml (the built site is copied there instead) -> the site folder."""
     site = {"class_name": "SiteBuilder", "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": base},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": SITE_DIR},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}
     sites = context.list_data_docs_sites()
     if sites.get(SITE) != site:
         (context.update_data_docs_site if SITE in sites else context.add_data_docs_site)(SITE, site)
+    return Path(context.root_directory) / SITE_DIR
+
+
+def _publish(site: Path, docs_dir: Path) -> None:
+    import shutil
+
+    if docs_dir.exists():
+        shutil.rmtree(docs_dir)
+    shutil.copytree(site, docs_dir)
 
 
 def _batch_definition(context, name: str):
@@ -91,8 +104,10 @@ def run_suite(frame: pd.DataFrame, name: str, expectations: list, row_key: str |
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
-    result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [row_key]} if row_key else \
-        {"result_format": "SUMMARY"}
+    # partial_unexpected_count 0: no row's text reaches the Data Docs HTML (GX renders sample values unescaped, so
+    # a quarantined '<script>' would run in the reader's browser); the quarantine file holds the rows themselves
+    result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [row_key],
+                     "partial_unexpected_count": 0} if row_key else {"result_format": "SUMMARY"}
     if project is None:
         context = gx.get_context(mode="ephemeral")
         _quiet(context)
@@ -101,8 +116,7 @@ def run_suite(frame: pd.DataFrame, name: str, expectations: list, row_key: str |
         return batch.validate(suite, result_format=result_format).to_json_dict()
     context = gx.get_context(mode="file", project_root_dir=str(project))
     _quiet(context)
-    if docs_dir is not None:
-        _docs_site(context, docs_dir)
+    site = _docs_site(context) if docs_dir is not None else None
     validation = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=_batch_definition(context, name),
                                 suite=_suite(context, name, expectations)))
@@ -111,4 +125,6 @@ def run_suite(frame: pd.DataFrame, name: str, expectations: list, row_key: str |
         name=name, validation_definitions=[validation], result_format=result_format, actions=actions))
     _prune(context, name)
     (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
+    if site is not None:
+        _publish(site, Path(docs_dir))
     return result.to_json_dict()

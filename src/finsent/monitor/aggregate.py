@@ -17,6 +17,18 @@ from finsent.config import MonitorParams
 from finsent.errors import FinsentError
 
 ALL = "(all)"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula (OWASP)
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every text cell that a spreadsheet would run as a formula prefixed by ``'`` (OWASP's
+    CSV-injection rule): entity values come from the scored data, and an analyst opens aggregates.csv in Excel."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START)
+                                            else v)
+    return safe
 
 
 def aggregate(scored: pd.DataFrame, labels: list[str], params: MonitorParams) -> pd.DataFrame:

@@ -232,3 +232,14 @@ def test_evaluation_times_the_candidate_against_its_own_base(project):
     checks = {c["gate"]: c for c in check_gates(metrics, GateParams(), params.labels)["checks"]}
     assert checks["max_latency_ratio"]["metric"] == "latency_ratio_to_base"
     assert "max_latency_p95_ms" not in checks, "wall-time latency is off by default: it depends on the machine's load"
+
+
+def test_doctor_checks_a_write_and_claims_no_auth_for_a_local_store(tmp_path, monkeypatch):
+    from finsent.doctor import check_mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'doctor.db'}")
+    check = check_mlflow()
+    assert check.ok, check.line()
+    assert "take writes" in check.detail and "a local store" in check.detail and "auth" not in check.detail
+    assert MlflowClient(f"sqlite:///{tmp_path / 'doctor.db'}").search_registered_models() == [], \
+        "the write probe leaves nothing behind"

@@ -84,9 +84,31 @@ def check_mlflow() -> Check:
                          MLFLOW_CREDENTIALS_FIX)
         return Check("MLflow", target, False, f"the store answered with an error: {message[:200]}",
                      "check the server's log; a new server may need `mlflow db upgrade <backend store>`")
-    who = f", auth OK as '{user}'{_role(uri, user, auth)}" if auth else ""
-    return Check("MLflow", target, True, f"{version}tracking and registry answer{who} "
+    problem = _write_probe(client)
+    if problem:
+        return Check("MLflow", target, False, f"reads work but the registry is not writable ({problem[:200]})",
+                     "give this user write access (file permissions of a SQLite store; EDIT/MANAGE on a server)")
+    remote = uri.startswith(("http://", "https://"))
+    who = (f", auth OK as '{user}'{_role(uri, user, auth)}" if auth else "") if remote else ", a local store"
+    return Check("MLflow", target, True, f"{version}tracking and registry answer and take writes{who} "
                                          f"({len(experiments)} experiments, {len(models)} registered models)")
+
+
+def _write_probe(client) -> str | None:
+    """Create and delete a probe registered model -> None, or why the store refused the write."""
+    import uuid
+
+    from mlflow.exceptions import MlflowException
+
+    name = f"finsent-doctor-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        client.create_registered_model(name)
+        client.delete_registered_model(name)
+    except (MlflowException, OSError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # SQLAlchemy's OperationalError for a read-only SQLite file
+        return str(exc).splitlines()[0]
+    return None
 
 
 def _role(uri: str, user: str, auth: str) -> str:

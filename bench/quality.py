@@ -1,7 +1,7 @@
 """Benchmark: model quality of the default recipe on the Financial PhraseBank, over several training seeds.
 
 Usage:
-  .venv/bin/python bench/quality.py [--suites allagree,50agree,50agree-75/25] [--seeds 3] [--jobs 2]
+  .venv/bin/python bench/quality.py [--suites allagree,50agree,50agree-75/25] [--seeds 3] [--first-seed 1] [--jobs 2]
                                     [-S section.key=value ...] [--no-test] [--out JSON]
 
 The PhraseBank files are read from ../shared/datasets/financial_phrasebank/ (referenced, never copied).
@@ -163,6 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated, of {', '.join(SUITES)}")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per suite (1..N)")
+    parser.add_argument("--first-seed", type=int, default=1, help="start the seeds here (--first-seed 3 --seeds 1: "
+                                                                  "seed 3 alone, to add a seed to earlier runs)")
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time (cores are split between them)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: the cores / --jobs)")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -183,9 +185,9 @@ def main() -> None:
     if missing:
         sys.exit(f"quality: PhraseBank file(s) not found under {PHRASEBANK}: {', '.join(missing)}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    print(f"quality: params.yaml{' with ' + ' '.join(args.set) if args.set else ''}; seeds 1..{args.seeds}")
+    print(f"quality: params.yaml{' with ' + ' '.join(args.set) if args.set else ''}; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
     prepared = [prepare_suite(suite, args, threads) for suite in suites]
-    jobs = [(p, seed) for p in prepared for seed in range(1, args.seeds + 1)]
+    jobs = [(p, seed) for p in prepared for seed in range(args.first_seed, args.first_seed + args.seeds)]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # every (suite, seed) run, --jobs at a time
         runs = list(pool.map(lambda job: train_seed(*job, args, threads), jobs))
     results = []

@@ -56,7 +56,10 @@ def _check_stage_args(args) -> None:
 
 
 def cmd_stage(args) -> None:
+    from finsent.run_guard import watch_parent_run
+
     _check_stage_args(args)
+    watch_parent_run(f"stage {args.stage}")
     params = _params(args)
     if args.stage == "sources":
         from finsent.data.sources import write_manifest

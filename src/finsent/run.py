@@ -75,6 +75,13 @@ def run_flow(root: Path, module: str, name: str, **parameters):
 
 
 def run(root: Path, data: str | None = None, data_format: str | None = None) -> dict:
+    from finsent.run_guard import exclusive_run
+
+    with exclusive_run(root, "finsent run"):
+        return _run(root, data, data_format)
+
+
+def _run(root: Path, data: str | None, data_format: str | None) -> dict:
     params_file = root / "params.yaml"
     restore = set_data_source(params_file, data, data_format) if data else None
     try:

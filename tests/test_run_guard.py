@@ -1,0 +1,74 @@
+"""A run SIGKILLed mid-training: a second run meanwhile is refused at once naming the holder; after the kill
+the training stage stops itself, the rerun stops what is left (the ephemeral Prefect API server) and runs;
+afterwards no process of the killed run is alive."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from projects import make_project, set_params
+
+pytestmark = pytest.mark.e2e
+FINSENT = str(Path(sys.executable).with_name("finsent"))
+GATES_OFF = {"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, "max_ece": 1.0,
+             "max_latency_ratio": None}
+
+
+def _processes_of_run(run_pid: int) -> list[str]:
+    from finsent.run_guard import _alive, _environ
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _environ(int(entry)).get("FINSENT_RUN_PID") == str(run_pid) and _alive(int(entry)):
+            try:
+                found.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+            except OSError:
+                continue
+    return found
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def test_a_killed_run_leaves_nothing_running_and_blocks_nothing(tmp_path, tiny_base):
+    project = make_project(tmp_path / "project", 20, model={"base": str(tiny_base), "max_length": 32},
+                           train={"epochs": 400, "early_stopping_patience": None}, gate=GATES_OFF)
+    log = tmp_path / "first.log"
+    first = subprocess.Popen([FINSENT, "run"], cwd=project, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: "tokenize  done" in log.read_text(), 600, "the first run reaching training")
+        time.sleep(2)
+        started = time.monotonic()
+        second = subprocess.run([FINSENT, "run"], cwd=project, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and time.monotonic() - started < 60
+        assert second.stderr.count("\n") == 1 and f"another run is in progress in {project} (pid {first.pid}" \
+            in second.stderr, second.stderr
+        assert any("finsent stage train" in c for c in _processes_of_run(first.pid)), _processes_of_run(first.pid)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    _wait_for(lambda: not any("finsent stage" in c for c in _processes_of_run(first.pid)), 30,
+              "the orphaned training stage stopping itself")
+
+    set_params(project, train={"epochs": 2})
+    rerun = subprocess.run([FINSENT, "run"], cwd=project, capture_output=True, text=True, timeout=900)
+    assert "Traceback" not in rerun.stdout + rerun.stderr
+    leftover = [c for c in _processes_of_run(first.pid)]
+    assert leftover == [], leftover
+    assert rerun.returncode in (0, 1), rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    # the killed run's ephemeral Prefect API server cannot watch its run: the rerun stopped it
+    assert f"left behind by an interrupted run (pid {first.pid})" in rerun.stdout.splitlines()[0], rerun.stdout
+    assert "train     done" in rerun.stdout

@@ -177,7 +177,7 @@ def promotion_slot(schedule):
 
 
 def _ensure_crash_detection() -> None:
-    from pipelines.deployment import ensure_crash_detection
+    from pipelines.crash_detection import ensure_crash_detection
 
     try:
         ensure_crash_detection()

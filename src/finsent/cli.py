@@ -11,11 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from finsent.errors import FinsentError
+from finsent.errors import ERROR_FILE_ENV, FinsentError
 from finsent.layout import STAGES
 from finsent.runtime import apply_defaults, project_root, quiet_libraries, state_dir
 
-ERROR_FILE_ENV = "FINSENT_ERROR_FILE"  # set by the flow: a stage writes its one-line error there
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,5 +1,7 @@
 """User-facing errors: one line that says what was wrong and what to do."""
 
+ERROR_FILE_ENV = "FINSENT_ERROR_FILE"  # set by the flow: a stage subprocess writes its one-line error there
+
 
 class FinsentError(Exception):
     """An expected failure (bad input, bad config, failed gate).

@@ -38,7 +38,7 @@ def reproduce_stage(root: Path, stage: str) -> dict:
     """Run ``stage`` if its deps, params or code changed. -> {stage, ran, error}."""
     from dvc.exceptions import DvcException
 
-    from finsent.cli import ERROR_FILE_ENV
+    from finsent.errors import ERROR_FILE_ENV
 
     logging.getLogger("dvc").setLevel(logging.ERROR)  # DVC's hints ("git add dvc.lock") are not for this user
     # dvc.yaml calls `finsent stage ...`: make it this very installation's CLI, activated venv or not.

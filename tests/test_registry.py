@@ -243,3 +243,16 @@ def test_doctor_checks_a_write_and_claims_no_auth_for_a_local_store(tmp_path, mo
     assert "take writes" in check.detail and "a local store" in check.detail and "auth" not in check.detail
     assert MlflowClient(f"sqlite:///{tmp_path / 'doctor.db'}").search_registered_models() == [], \
         "the write probe leaves nothing behind"
+
+
+def test_a_verified_download_ignores_what_else_the_folder_holds(project, tmp_path):
+    """The monitor downloads the champion's test predictions and its model into one scratch folder."""
+    from finsent.registry import champion_bundle
+
+    root, params = project
+    version = _candidate(root, params, "fp-shared-folder")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "test_predictions.parquet").write_bytes(b"another artifact")
+    bundle = champion_bundle(params.registry, str(version.version), tmp_path / "shared")
+    assert (bundle / "finsent_model.json").is_file()
+    assert (tmp_path / "shared" / "test_predictions.parquet").read_bytes() == b"another artifact"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,11 @@ def fetch_verified(uri: str, into: Path, client=None) -> VerifiedModel:
     if sealed is None:
         raise FinsentError(f"refusing to load {name} v{version}: it has no file seal ({MANIFEST_TAG}), so its "
                            f"files cannot be checked; register it again with `finsent run`")
-    local = _download(name, version, Path(into))
+    folder = Path(into) / f"{name}-v{version}"  # a folder of its own: whatever else ``into`` holds is not the model's
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    local = _download(name, version, folder)
     problems = differences(sealed, file_hashes(local))
     if problems:
         raise VerificationFailed(f"refusing to load {name} v{version}: {'; '.join(problems)} since registration "
@@ -153,8 +158,6 @@ def fetch_verified(uri: str, into: Path, client=None) -> VerifiedModel:
 def fetch_into(uri: str, out: Path) -> VerifiedModel:
     """``fetch_verified`` into a new folder ``out`` (for ``mlflow models serve -m out`` or shipping): the files
     land there only once they all matched their seal."""
-    import shutil
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FinsentError(f"--out {out}: exists and is not an empty folder; give a new folder")

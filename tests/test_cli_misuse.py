@@ -49,6 +49,7 @@ MISUSE = [
     (["fetch", "--out", "/etc/passwd"], "not an empty folder"),
     (["monitor"], "the following arguments are required: --input"),
     (["monitor", "--input", "nope.csv"], "--input nope.csv: not found"),
+    (["monitor", "--input", "data/slice.csv"], "no 'champion' for 'finsent-sentiment' yet"),
     (["run", "--data", "nope.csv"], "data source not found: nope.csv"),
     (["--params", "other.yaml", "run"], "always reads the project's params.yaml"),
     (["--params", "nope.yaml", "history"], "params file not found: nope.yaml"),

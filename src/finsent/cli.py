@@ -217,6 +217,13 @@ def cmd_monitor(args) -> None:
     _project_params_only(args)
     if not Path(args.input).exists():
         raise FinsentError(f"--input {args.input}: not found; give a file or a drop folder of unlabelled text")
+    from mlflow import MlflowClient
+
+    from finsent.promotion import alias_version
+
+    registry = _params(args).registry
+    if alias_version(MlflowClient(), registry.model_name, registry.champion_alias) is None:  # before any flow starts
+        raise FinsentError(f"no '{registry.champion_alias}' for '{registry.model_name}' yet: run `finsent run` first")
     root = project_root()
     out = Path(args.out).resolve() if args.out else root / "data" / "monitor" / Path(args.input).stem
     result = run_flow(root, "monitor", "monitor_flow", project_dir=str(root), source=str(Path(args.input).resolve()),

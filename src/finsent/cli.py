@@ -16,7 +16,6 @@ from finsent.layout import STAGES
 from finsent.runtime import apply_defaults, project_root, quiet_libraries, state_dir
 
 
-
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line that says where the help is (no usage block)."""
 
@@ -33,7 +32,8 @@ def _params(args):
 def _project_params_only(args) -> None:
     """`run` and `monitor` go through DVC, which reads the project's params.yaml: another file would be
     silently ignored, so it is refused."""
-    if Path(args.params).resolve() != (project_root() / "params.yaml").resolve():
+    given = args.params != "params.yaml"  # the default means the project's, found from any folder inside it
+    if given and Path(args.params).resolve() != (project_root() / "params.yaml").resolve():
         raise FinsentError(f"--params {args.params}: `finsent {args.command}` always reads the project's params.yaml "
                            f"(DVC tracks it); edit that file, or use `dvc exp run -S section.key=value`")
 

@@ -98,16 +98,12 @@ def _write_probe(client) -> str | None:
     """Create and delete a probe registered model -> None, or why the store refused the write."""
     import uuid
 
-    from mlflow.exceptions import MlflowException
-
     name = f"finsent-doctor-probe-{uuid.uuid4().hex[:8]}"
     try:
         client.create_registered_model(name)
         client.delete_registered_model(name)
-    except (MlflowException, OSError) as exc:
+    except Exception as exc:  # MLflow's, OSError, SQLAlchemy's OperationalError for a read-only SQLite file
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    except Exception as exc:  # SQLAlchemy's OperationalError for a read-only SQLite file
-        return str(exc).splitlines()[0]
     return None
 
 

@@ -87,7 +87,8 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["version"], match["alias"]
 
 
-def _download(name: str, version: str, into: Path) -> Path:
+def download_version(name: str, version: str, into: Path) -> Path:
+    """The stored files of a registered version, unchecked, in ``into`` (``fetch_verified`` checks them)."""
     import mlflow
 
     return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(into)))
@@ -97,7 +98,7 @@ def seal(client, name: str, version: str, expected_bundle: Path | None = None) -
     """Hash the stored files of a freshly registered version and record them in its tag. With
     ``expected_bundle`` (the run's DVC-tracked adapter), refuse to seal a stored bundle that differs from it."""
     with tempfile.TemporaryDirectory() as scratch:
-        local = _download(name, version, Path(scratch))
+        local = download_version(name, version, Path(scratch))
         hashes = file_hashes(local)
         if expected_bundle is not None:
             inside = bundle_dir(local).relative_to(local).as_posix()
@@ -146,7 +147,7 @@ def fetch_verified(uri: str, into: Path, client=None) -> VerifiedModel:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    local = _download(name, version, folder)
+    local = download_version(name, version, folder)
     problems = differences(sealed, file_hashes(local))
     if problems:
         raise VerificationFailed(f"refusing to load {name} v{version}: {'; '.join(problems)} since registration "

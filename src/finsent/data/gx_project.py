@@ -2,9 +2,9 @@
 
 The context lives in ``<project>/gx/`` (committed: suites, checkpoints, validation definitions;
 ``gx/uncommitted/`` holds the stored results and is git-ignored by GX itself). Every run writes the
-suite from params (thresholds may have changed), stores the result, rebuilds the Data Docs site in
-``gx/uncommitted/data_docs/local_site`` and copies it to ``docs_dir`` (a DVC output, logged to the MLflow
-run), so the committed great_expectations.yml never names a run's folder. Without a project (``finsent
+suite from params (thresholds may have changed), stores the result and, with ``build_docs``, rebuilds the
+Data Docs site in ``gx/uncommitted/data_docs/local_site``; ``publish_docs`` copies it to the run's docs folder
+(a DVC output, logged to the MLflow run), so the committed great_expectations.yml never names a run's folder. Without a project (``finsent
 validate`` outside one, unit tests) the same suite runs in an ephemeral context and builds no docs.
 """
 
@@ -33,24 +33,24 @@ def _quiet(context) -> None:
 SITE_DIR = "uncommitted/data_docs/local_site"  # inside gx/: where GX builds the site (git-ignored by GX)
 
 
-def _docs_site(context) -> Path:
+def _docs_site(context) -> None:
     """The site GX builds, always in SITE_DIR: a run's --docs folder never reaches the committed
-    great_expectations.yml (the built site is copied there instead) -> the site folder."""
+    great_expectations.yml (``publish_docs`` copies the built site there instead)."""
     site = {"class_name": "SiteBuilder", "show_how_to_buttons": False,
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": SITE_DIR},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}
     sites = context.list_data_docs_sites()
     if sites.get(SITE) != site:
         (context.update_data_docs_site if SITE in sites else context.add_data_docs_site)(SITE, site)
-    return Path(context.root_directory) / SITE_DIR
 
 
-def _publish(site: Path, docs_dir: Path) -> None:
+def publish_docs(project: Path, docs_dir: Path) -> None:
+    """Copy the Data Docs site the suites built (``build_docs``) to ``docs_dir``, replacing what was there."""
     import shutil
 
     if docs_dir.exists():
         shutil.rmtree(docs_dir)
-    shutil.copytree(site, docs_dir)
+    shutil.copytree(Path(project) / "gx" / SITE_DIR, docs_dir)
 
 
 def _batch_definition(context, name: str):
@@ -97,7 +97,7 @@ def _prune(context, name: str) -> None:
 
 
 def run_suite(frame: pd.DataFrame, name: str, expectations: list, row_key: str | None = None,
-              project: Path | None = None, docs_dir: Path | None = None) -> dict:
+              project: Path | None = None, build_docs: bool = False) -> dict:
     """Validate ``frame``; -> the GX result as a JSON-able dict.
 
     ``row_key``: a column of ``frame`` naming each row; the result then lists every failing row by it."""
@@ -116,15 +116,14 @@ def run_suite(frame: pd.DataFrame, name: str, expectations: list, row_key: str |
         return batch.validate(suite, result_format=result_format).to_json_dict()
     context = gx.get_context(mode="file", project_root_dir=str(project))
     _quiet(context)
-    site = _docs_site(context) if docs_dir is not None else None
+    if build_docs:
+        _docs_site(context)
     validation = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=_batch_definition(context, name),
                                 suite=_suite(context, name, expectations)))
-    actions = [UpdateDataDocsAction(name="update_data_docs", site_names=[SITE])] if docs_dir is not None else []
+    actions = [UpdateDataDocsAction(name="update_data_docs", site_names=[SITE])] if build_docs else []
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
         name=name, validation_definitions=[validation], result_format=result_format, actions=actions))
     _prune(context, name)
     (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
-    if site is not None:
-        _publish(site, Path(docs_dir))
     return result.to_json_dict()

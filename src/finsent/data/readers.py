@@ -203,15 +203,19 @@ def read_jsonl(text: str, path: Path) -> pd.DataFrame:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        keys: list[str] = []  # the keys of the object parsed last: the line's own object, after its nested ones
+
+        def remember_keys(items):
+            keys[:] = [key for key, _ in items]
+            return dict(items)
+
         try:
-            pairs = json.loads(line, object_pairs_hook=lambda items: items)
-            if isinstance(pairs, list) and all(isinstance(p, tuple) for p in pairs):
-                _refuse_duplicate_columns([key for key, _ in pairs], path, f"object on line {number}")
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=remember_keys)
         except json.JSONDecodeError as exc:
             raise FinsentError(f"{path}:{number}: not valid JSON ({exc.msg}); one JSON object per line") from exc
         if not isinstance(record, dict):
             raise FinsentError(f"{path}:{number}: expected a JSON object, found {type(record).__name__}")
+        _refuse_duplicate_columns(keys, path, f"object on line {number}")
         records.append(record)
     return pd.DataFrame.from_records(records)
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from finsent.config import ValidationParams
 from finsent.data.drift import profile
-from finsent.data.gx_project import run_suite
+from finsent.data.gx_project import publish_docs, run_suite
 from finsent.data.ingest import CANONICAL_COLUMNS, FORMAT_CHARACTERS
 from finsent.data.readers import NOT_A_STRING
 from finsent.errors import FinsentError
@@ -137,7 +137,7 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams, accept
              metrics_out: Path | None = None) -> dict:
     """``gx_project``: the folder holding ``gx/`` (file-backed suites, stored results, Data Docs built into
     ``docs_dir``); None runs the same suites in an ephemeral context."""
-    gx = {"project": gx_project, "docs_dir": docs_dir}
+    gx = {"project": gx_project, "build_docs": gx_project is not None and docs_dir is not None}
     frame = pd.read_parquet(ingested).reset_index(drop=True)
     rows_read = len(frame)
     checked = frame.assign(**{_ROW: range(rows_read)})
@@ -166,6 +166,8 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams, accept
 
     dataset_result = run_suite(accepted.reset_index(drop=True), "finsent_dataset",
                                _dataset_expectations(labels, params), **gx)
+    if gx["build_docs"]:
+        publish_docs(gx_project, docs_dir)
     dataset_checks = _summarise(duplicate_result) + _summarise(dataset_result)
     report = {"success": all(c["success"] for c in dataset_checks), "accounting": accounting,
               "label_counts": {k: int(v) for k, v in accepted["label"].value_counts().sort_index().items()},

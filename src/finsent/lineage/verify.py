@@ -72,10 +72,10 @@ def _raw_link(raw: dict, project: Path) -> dict:
 def _model_links(chain: dict, adapter: dict | None, stores: tuple) -> list[dict]:
     """The registered version's files must match the seal made at registration, and its bundle must be the
     adapter DVC recorded: same files, same bytes."""
-    import mlflow
     from mlflow import MlflowClient
 
-    from finsent.model_files import MANIFEST_TAG, bundle_dir, differences, file_hashes, sealed_hashes
+    from finsent.model_files import (MANIFEST_TAG, bundle_dir, differences, download_version, file_hashes,
+                                     sealed_hashes)
 
     model = chain["model"]
     sealed = sealed_hashes(MlflowClient(), model["name"], model["version"])
@@ -83,8 +83,7 @@ def _model_links(chain: dict, adapter: dict | None, stores: tuple) -> list[dict]
     link = {"link": "registered model bundle vs dvc.lock adapter", "recorded": adapter["md5"] if adapter else None}
     listing = fetch_file(stores, adapter["md5"].removesuffix(".dir") + ".dir") if adapter else None
     with tempfile.TemporaryDirectory() as scratch:
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{model['name']}/{model['version']}",
-                                                         dst_path=scratch))
+        local = download_version(model["name"], model["version"], Path(scratch))
         problems = differences(sealed, file_hashes(local)) if sealed is not None else None
         bundle = bundle_dir(local) if (local / "MLmodel").is_file() else local / "MLmodel-missing"
         differ = [] if listing is None else [

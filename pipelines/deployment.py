@@ -30,9 +30,8 @@ def schedule_of(schedule: ScheduleParams):
 
 def serve(root: Path) -> None:
     """Register the deployment and serve it until interrupted (blocks)."""
+    import asyncio
     import os
-
-    from pipelines.training import training_flow
 
     schedule = load_params(root / "params.yaml").schedule
     cron = schedule_of(schedule)
@@ -41,7 +40,46 @@ def serve(root: Path) -> None:
     print(f"finsent: serving deployment 'finsent-training/{schedule.deployment_name}' "
           f"(cron '{schedule.cron}' {schedule.timezone}; project {root}); Ctrl-C stops it and pauses the schedule",
           flush=True)
-    training_flow.serve(name=schedule.deployment_name, schedules=[cron], parameters={"project_dir": str(root)},
-                        global_limit=schedule.max_concurrent_runs, tags=["finsent", "retraining", HEARTBEAT_TAG],
-                        description="finsent scheduled retraining: stages, gate, register, promote, push "
-                                    f"for the project in {root}")
+    asyncio.run(_serve_until_stopped(root, schedule, cron))
+
+
+async def _serve_until_stopped(root: Path, schedule: ScheduleParams, cron) -> None:
+    """Run Prefect's Runner until SIGINT / SIGTERM, then stop it through its own API (``astop``: in-flight runs
+    cancelled, polling stopped, schedule paused on exit). Relying on asyncio's cancellation of the main task
+    instead (what ``Flow.serve`` does on Ctrl-C) could leave the runner's task groups polling forever when the
+    interrupt landed at an unlucky moment. A second signal exits at once."""
+    import asyncio
+    import os
+    import signal
+
+    from prefect.runner import Runner
+
+    from pipelines.training import training_flow
+
+    runner = Runner(name=f"finsent-{schedule.deployment_name}", pause_on_shutdown=True)
+    await runner.aadd_flow(training_flow, name=schedule.deployment_name, schedules=[cron],
+                           parameters={"project_dir": str(root)}, concurrency_limit=schedule.max_concurrent_runs,
+                           tags=["finsent", "retraining", HEARTBEAT_TAG],
+                           description="finsent scheduled retraining: stages, gate, register, promote, push "
+                                       f"for the project in {root}")
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(130)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal)
+    serving = asyncio.create_task(runner.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not serving.done():
+        print("finsent: stopping: cancelling runs in progress and pausing the schedule (Ctrl-C again quits at once)",
+              flush=True)
+        await runner.astop()
+        await serving
+    stopping.cancel()
+    serving.result()
+    print("finsent: stopped; the schedule is paused", flush=True)

@@ -24,7 +24,8 @@ from projects import FINSENT, REPO, make_project
 from servers import free_port, wait_for
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
-GATES_OFF = {"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, "max_ece": 1.0}
+GATES_OFF = {"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, "max_ece": 1.0,
+             "max_latency_ratio": None}  # a tiny model's timings are noise
 
 
 # --- a webhook receiver ------------------------------------------------------------------------------------------
@@ -251,10 +252,14 @@ def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float =
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            tree = subprocess.run(["ps", "-o", "pid,ppid,etime,stat,args", "--ppid", str(process.pid)],
+            tree = subprocess.run(["ps", "-o", "pid,ppid,etime,stat,args", "-g", str(process.pid)],
                                   capture_output=True, text=True).stdout
-            print(f"still running {timeout:.0f} s after signal {sig}; its children:\n{tree}")
-            process.kill()
+            print(f"still running {timeout:.0f} s after signal {sig}; its process group:\n{tree}")
+            with contextlib.suppress(ProcessLookupError):  # PYTHONFAULTHANDLER: each prints where it waits
+                os.killpg(process.pid, signal.SIGABRT)
+            time.sleep(5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return process.returncode
 
@@ -283,7 +288,8 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
                            train={"epochs": 1}, gate=GATES_OFF)
     log = (tmp_path / "serve.log").open("w")
     serve = subprocess.Popen([FINSENT, "serve"], cwd=project, stdout=log, stderr=subprocess.STDOUT, text=True,
-                             env=_env(PREFECT_API_URL=prefect_server), start_new_session=True)
+                             env=_env(PREFECT_API_URL=prefect_server, PYTHONFAULTHANDLER="1"),
+                             start_new_session=True)
     try:
         deployment = _deployment(prefect_server, "finsent-training/scheduled-retraining", serve)
         assert deployment["parameters"] == {"project_dir": str(project)}
@@ -325,11 +331,24 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
         # Ctrl-C: SIGINT to the terminal's foreground process group, i.e. also to the runner's flow-run processes
         code = _stop(serve, signal.SIGINT, timeout=120, group=True)
         log.close()
-    # Known bug (README): in full clean-clone CI runs (never alone) `finsent serve` hangs on Ctrl-C before pausing
-    # its schedule, on a multiprocessing child of Prefect's runner; reported here, not yet asserted.
-    paused = _api(f"{prefect_server}/deployments/name/finsent-training/scheduled-retraining")["paused"]
-    print(f"after Ctrl-C: schedule paused={paused}")
-    print(f"finsent serve exit code after Ctrl-C: {code}")
+    output = (tmp_path / "serve.log").read_text()
+    assert code == 0, f"finsent serve did not stop cleanly on Ctrl-C (exit {code}):\n{output[-6000:]}"
+    assert "finsent: stopped; the schedule is paused" in output, output[-3000:]
+    assert _api(f"{prefect_server}/deployments/name/finsent-training/scheduled-retraining")["paused"] is True
+    assert "Traceback" not in output, output[-6000:]
+    deadline = time.monotonic() + 30  # what the runner started (its flow runs' helpers) goes with it
+    while time.monotonic() < deadline and _group_alive(serve.pid):
+        time.sleep(0.5)
+    assert not _group_alive(serve.pid), subprocess.run(["ps", "-o", "pid,args", "-g", str(serve.pid)],
+                                                       capture_output=True, text=True).stdout
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 SLOT_HOLDER = """

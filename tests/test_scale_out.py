@@ -34,7 +34,7 @@ BIN = Path(sys.executable).parent
 MODEL = "finsent-sentiment"
 DEPLOYMENT = "finsent-training/scheduled-retraining"
 GATES_OFF = {"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, "max_ece": 1.0,
-             "max_macro_f1_drop": 1.0, "max_class_recall_drop": 1.0}
+             "max_macro_f1_drop": 1.0, "max_class_recall_drop": 1.0, "max_latency_ratio": None}
 
 
 class Stack:

@@ -321,6 +321,18 @@ def test_invisible_format_characters_are_quarantined_or_stripped(tmp_path, chara
     assert len(accepted) == 6 and quarantined.empty and "Profit rose sharply" in set(accepted["text"])
 
 
+def test_quarantined_texts_are_shown_with_their_invisible_characters_escaped(tmp_path):
+    from finsent.data.validate import escaped, quarantine_examples
+
+    path = write(tmp_path, "hidden.csv", good_csv("Profit\u202e rose sharply,positive\n=HYPERLINK(x),neutral\n"))
+    _, _, quarantined = run(tmp_path, path)
+    lines = quarantine_examples(tmp_path / "out" / "quarantine.parquet")
+    assert len(lines) == len(quarantined) == 2
+    assert lines[0].endswith("invisible_format_characters: 'Profit\\u202e rose sharply'"), lines
+    assert all(line.isprintable() for line in lines)
+    assert escaped("a\tb\x00c\u200bd" + "x" * 100, limit=8) == "'a\\tb\\x00c\\u200bdx'..."
+
+
 def test_a_column_name_given_twice_is_refused(tmp_path):
     fails(tmp_path, "'text' appear more than once in the header",
           write(tmp_path, "dup.csv", "text,label,text\nProfit rose,positive,x\n"))

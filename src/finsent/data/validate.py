@@ -191,3 +191,18 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams, accept
     if profile_out is not None:  # what later datasets are compared with for drift
         profile_out.write_text(json.dumps(profile(accepted, labels), indent=1) + "\n")
     return report
+
+
+def escaped(text, limit: int = 80) -> str:
+    """``text`` quoted with every invisible or control character written as an escape (a U+202E shows as
+    \\u202e, not as a reversed line), cut to ``limit`` characters: safe to print on any terminal."""
+    text = str(text)
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+    return f"'{shown}'" + ("..." if len(text) > limit else "")
+
+
+def quarantine_examples(quarantine: Path, limit: int = 5) -> list[str]:
+    """The first ``limit`` quarantined rows as lines: where the row came from, why, and its text escaped."""
+    frame = pd.read_parquet(quarantine) if quarantine.is_file() else pd.DataFrame()
+    return [f"{row.get('source', '?')} record {row.get('source_record', '?')}: {row['reason']}: {escaped(row['text'])}"
+            for row in frame.head(limit).to_dict("records")]

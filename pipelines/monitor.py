@@ -16,6 +16,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from finsent import layout
 from finsent.config import load_params
 from finsent.monitor.aggregate import aggregate, spikes, spreadsheet_safe
 from finsent.monitor.prediction_drift import prediction_drift
@@ -41,7 +42,7 @@ def champion_task(root: Path, into: Path) -> dict:
         raise FinsentError(f"no '{registry.champion_alias}' for '{registry.model_name}' yet: run `finsent run` first")
     run_id = client.get_model_version(registry.model_name, version).run_id
     reference = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(into),
-                                                    artifact_path="reports/eval/test_predictions.parquet")
+                                                    artifact_path=layout.TEST_PREDICTIONS)
     return {"version": version, "bundle": champion_bundle(registry, version, into), "reference": Path(reference)}
 
 

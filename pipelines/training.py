@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from prefect import flow, task
@@ -17,16 +16,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
 from prefect.states import Failed
 
-from finsent import layout
+from finsent import layout, stages
 from finsent.config import load_params
 from finsent.data.drift import check_drift, describe as describe_drift, stop_reason
-from finsent.evaluate.compare import compare
-from finsent.evaluate.gates import describe, gate
-from finsent.evaluate.report import evaluation_report
-from finsent.promotion import ChampionMoved, promote, record_refusal
-from finsent.registry import champion_bundle, champion_profile, get_or_register, registry_state, tracking_step
+from finsent.registry import champion_profile, registry_state, tracking_step
+from finsent.release import (Promotion, compare_with_champion, gate_candidate, promote_candidate, publish_report,
+                             refuse, register_candidate)
 from finsent.runtime import apply_defaults
-from finsent.versioning import code_revision, lock_text, push, reproduce_stage
+from finsent.versioning import push, reproduce_stage
 
 NETWORK_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # registry / remote calls
 PROMOTION_LIMIT = "finsent-promotion"  # Prefect global concurrency limit: promotions at a time
@@ -67,80 +64,36 @@ def state_task(root: Path) -> dict:
 @task(name="compare-with-champion", **NETWORK_RETRIES)
 @tracking_step("compare with champion")
 def compare_task(root: Path, state: dict) -> dict:
-    champion = state["champion"]
-    if champion is None or champion == state["existing_version"]:  # nothing to compare, or comparing to itself
-        return compare(root / layout.EVAL_DIR / "test_predictions.parquet", root / layout.SPLIT_DIR / "test.parquet",
-                       None, None, root / layout.COMPARISON)
-    with tempfile.TemporaryDirectory() as scratch:
-        bundle = champion_bundle(_params(root).registry, champion, Path(scratch))
-        return compare(root / layout.EVAL_DIR / "test_predictions.parquet", root / layout.SPLIT_DIR / "test.parquet",
-                       bundle, champion, root / layout.COMPARISON)
+    return compare_with_champion(root, _params(root), state)
 
 
 @task(name="gate")
 def gate_task(root: Path) -> dict:
-    params = _params(root)
-    verdict = gate(root / layout.METRICS, root / layout.COMPARISON, params.gate, params.labels,
-                   root / layout.GATE_REPORT)
-    report = evaluation_report(_read(root, layout.METRICS), _read(root, layout.COMPARISON), verdict, params.labels)
-    (root / layout.EVAL_REPORT_MD).write_text(report)
-    return verdict
+    return gate_candidate(root, _params(root))
 
 
 @task(name="register", **NETWORK_RETRIES)
 @tracking_step("register")
 def register_task(root: Path, state: dict, verdict: dict) -> dict:
-    lineage = {"code": code_revision(root), "dvc_lock": lock_text(root),
-               "base_model": _read(root, layout.TRAIN_REPORT)["base_model"],
-               "validation": _read(root, layout.VALIDATION_REPORT)["accounting"],
-               "drift": _read(root, layout.DRIFT_REPORT), "gate": verdict}
-    return get_or_register(root, _params(root), state, verdict, lineage)
+    return register_candidate(root, _params(root), state, verdict)
 
 
 @task(name="promote", **NETWORK_RETRIES)  # safe to retry: the alias moves by compare-and-set
 @tracking_step("promote")
-def promote_task(root: Path, registration: dict, verdict: dict, compared_with: str | None) -> dict:
-    """Compare-and-set: promote only if the champion is still the one this candidate was compared with."""
-    from mlflow import MlflowClient
+def promote_task(root: Path, registration: dict, verdict: dict, compared_with: str | None) -> Promotion:
+    return promote_candidate(_params(root), registration, verdict, compared_with)
 
-    params = _params(root).registry
-    client = MlflowClient()
-    version = registration["version"]
-    if not verdict["passed"]:
-        decision = f"not promoted: gate failed ({describe(verdict, failed_only=True)})"
-        client.set_model_version_tag(params.model_name, version, "finsent.promotion", decision)
-        if registration["new_version"]:  # one refusal per candidate, not one per unchanged re-run
-            record_refusal(client, params, version, decision, registration["run_id"], describe(verdict))
-        return {"promoted": False, "decision": decision, "previous_champion": None}
-    try:
-        event = promote(client, params, version, expected_champion=compared_with, run_id=registration["run_id"],
-                        reason="gates passed" + (f" against champion v{compared_with}" if compared_with else
-                                                 " (first champion: absolute gates only)"),
-                        gate=describe(verdict))
-    except ChampionMoved as exc:
-        client.set_model_version_tag(params.model_name, version, "finsent.promotion", f"refused: {exc}")
-        record_refusal(client, params, version, f"refused: {exc}", registration["run_id"], describe(verdict))
-        return {"promoted": False, "decision": f"refused: {exc}", "previous_champion": None, "moved": True}
-    if event is None:
-        return {"promoted": False, "decision": f"v{version} already is champion", "previous_champion": None}
-    client.set_model_version_tag(params.model_name, version, "finsent.promotion", f"promoted (history #{event['seq']})")
-    return {"promoted": True, "decision": f"promoted v{version} to {params.champion_alias}"
-                                          + (f"; v{event['from_version']} is now {params.previous_alias}"
-                                             if event["from_version"] else ""),
-            "previous_champion": event["from_version"]}
+
+@task(name="refuse-promotion", **NETWORK_RETRIES)
+@tracking_step("promote")
+def refuse_task(root: Path, registration: dict, verdict: dict, decision: str) -> Promotion:
+    return refuse(_params(root), registration, verdict, decision)
 
 
 @task(name="publish-report", **NETWORK_RETRIES)
 @tracking_step("publish report")
-def report_task(root: Path, registration: dict, verdict: dict, promotion: dict) -> None:
-    from mlflow import MlflowClient
-
-    params = _params(root)
-    report = evaluation_report(_read(root, layout.METRICS), _read(root, layout.COMPARISON), verdict, params.labels,
-                               decision=promotion["decision"])
-    (root / layout.EVAL_REPORT_MD).write_text(report)
-    if registration["run_id"]:
-        MlflowClient().log_text(registration["run_id"], report, "reports/evaluation_report.md")
+def report_task(root: Path, registration: dict, verdict: dict, promotion: Promotion) -> None:
+    report = publish_report(root, _params(root), registration, verdict, promotion)
     create_markdown_artifact(markdown=report, key="finsent-evaluation-report",
                              description=f"{registration['model_name']} v{registration['version']}")
 
@@ -209,13 +162,13 @@ def training_flow(project_dir: str) -> dict:
     apply_defaults(root)
     if os.environ.get("PREFECT_API_URL"):  # a server, shared by runs that may outlive their worker
         _ensure_crash_detection()
-    stages = []
-    for name in layout.STAGES:
+    outcomes = []
+    for name in stages.NAMES:
         outcome = stage_task(root, name)
-        stages.append(outcome)
+        outcomes.append(outcome)
         if outcome["error"]:
             return Failed(message=f"stage '{name}': {outcome['error']}")
-        done = "hashed the inputs" if name == "sources" else "done"
+        done = stages.stage(name).done
         print(f"  {name:<9} {done if outcome['ran'] else 'unchanged, skipped (DVC cache)'}", flush=True)
         if name == "validate":  # drift is judged before any training time is spent
             drift = drift_task(root, reference_task(root))
@@ -234,12 +187,12 @@ def training_flow(project_dir: str) -> dict:
             promotion = promote_task(root, registration, verdict, comparison["champion_version"] or
                                      (state["champion"] if state["champion"] == state["existing_version"] else None))
     except AcquireConcurrencySlotTimeoutError:
-        promotion = {"promoted": False, "previous_champion": None, "moved": True,
-                     "decision": f"refused: no '{PROMOTION_LIMIT}' slot within {schedule.promotion_timeout_seconds} s "
-                                 f"(another run is promoting, or a killed one left its slot taken: "
-                                 f"prefect gcl update {PROMOTION_LIMIT} --active-slots 0); "
-                                 f"v{registration['version']} registered without alias"}
+        promotion = refuse_task(root, registration, verdict,
+                                f"refused: no '{PROMOTION_LIMIT}' slot within {schedule.promotion_timeout_seconds} s "
+                                f"(another run is promoting, or a killed one left its slot taken: "
+                                f"prefect gcl update {PROMOTION_LIMIT} --active-slots 0); "
+                                f"v{registration['version']} registered without alias")
     report_task(root, registration, verdict, promotion)
     pushed = push_task(root)
-    return {"stages": stages, "drift": drift, "gate": verdict, "registration": registration, "promotion": promotion,
+    return {"stages": outcomes, "drift": drift, "gate": verdict, "registration": registration, "promotion": promotion,
             "comparison": comparison, "pushed_files": pushed, "metrics": _read(root, layout.METRICS)}

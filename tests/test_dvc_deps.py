@@ -1,58 +1,47 @@
-"""dvc.yaml names, for every stage, every finsent module the stage's code imports (transitively, lazy imports
-included): a code change then re-runs the stages it can affect, and the DVC cache never hands back an output
-that other code made."""
+"""dvc.yaml is generated from the stage table and names, for every stage, every finsent module the stage's call
+imports (transitively, lazy imports included) and the versions of the libraries it runs: a code change or an
+upgrade then re-runs the stages it can affect, and the DVC cache never hands back an output other code made."""
 
 from __future__ import annotations
 
-import ast
+import json
 from pathlib import Path
 
-import pytest
 import yaml
 
+from finsent import stages
+
 REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
-STAGE_MODULES = {  # the function each `finsent stage <name>` calls lives in
-    "sources": "finsent.data.sources", "ingest": "finsent.data.ingest", "validate": "finsent.data.validate",
-    "split": "finsent.data.split", "tokenize": "finsent.features", "train": "finsent.train.fit",
-    "evaluate": "finsent.evaluate.metrics",
-}
 
 
-def _file(module: str) -> Path | None:
-    base = SRC.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+def test_committed_dvc_yaml_is_the_generated_one():
+    assert (REPO / "dvc.yaml").read_text() == stages.dvc_yaml(), "dvc.yaml is stale: run `finsent dvc-yaml`"
 
 
-def _imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "finsent"}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "finsent":
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names if _file(f"{node.module}.{alias.name}")}
-    return found
+def test_code_reached_only_through_other_modules_is_a_dependency():
+    deps = {name: set(entry.get("deps", [])) for name, entry in yaml.safe_load(stages.dvc_yaml())["stages"].items()}
+    # validate -> data/validate.py -> drift.py, gx_project.py, ingest.py; train -> fit.py -> features.py, bundle.py
+    assert {"src/finsent/data/drift.py", "src/finsent/data/gx_project.py", "src/finsent/data/ingest.py",
+            "src/finsent/config.py", "src/finsent/stages.py"} <= deps["validate"]
+    assert {"src/finsent/features.py", "src/finsent/base_model.py", "src/finsent/bundle.py",
+            "src/finsent/train/methods.py", "src/finsent/train/checkpoint.py"} <= deps["train"]
+    assert {"src/finsent/bundle.py", "src/finsent/evaluate/calibration.py"} <= deps["evaluate"]
+    assert "src/finsent/train/fit.py" not in deps["validate"]  # a training change does not re-validate the data
+    for name, files in deps.items():
+        assert all((REPO / f).exists() for f in files if f.startswith("src/")), name
 
 
-def code_of(module: str) -> set[str]:
-    """The source files (relative to the repo) of ``module`` and of everything it imports from finsent."""
-    seen, pending = set(), [module]
-    while pending:
-        name = pending.pop()
-        if name not in seen:
-            seen.add(name)
-            if _file(name):
-                pending += _imports(_file(name))
-    files = {_file(name) for name in seen if _file(name)}
-    return {str(f.relative_to(REPO)) for f in files if f.name != "__init__.py"}
+def test_every_stage_after_the_data_depends_on_the_versions_of_its_libraries(tmp_path):
+    written = stages.write_library_versions(tmp_path)
+    train = json.loads((tmp_path / "train.json").read_text())
+    assert {"python", "torch", "transformers", "peft", "tokenizers"} <= set(train)
+    assert "great_expectations" in json.loads((tmp_path / "validate.json").read_text())
+    for name in written:
+        assert stages.stage(name).libraries_file() in yaml.safe_load(stages.dvc_yaml())["stages"][name]["deps"]
 
 
-@pytest.mark.parametrize("stage", STAGE_MODULES)
-def test_every_module_a_stage_runs_is_a_dependency(stage):
-    declared = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage].get("deps", []))
-    missing = sorted(code_of(STAGE_MODULES[stage]) - declared)
-    assert not missing, f"dvc.yaml stage {stage} runs these but does not depend on them: {missing}"
+def test_downstream_follows_the_declared_paths():
+    assert stages.downstream("validate") == ["validate", "split", "tokenize", "train", "evaluate"]
+    assert stages.downstream("train") == ["train", "evaluate"]
+    assert stages.downstream("libraries") == ["libraries", "ingest", "validate", "split", "tokenize", "train",
+                                              "evaluate"]

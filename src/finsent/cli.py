@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from finsent.errors import ERROR_FILE_ENV, FinsentError
-from finsent.layout import STAGES
+from finsent import layout, stages
 from finsent.runtime import apply_defaults, project_root, quiet_libraries, state_dir
 
 
@@ -38,79 +38,59 @@ def _project_params_only(args) -> None:
                            f"(DVC tracks it); edit that file, or use `dvc exp run -S section.key=value`")
 
 
-STAGE_NEEDS = {"sources": (), "ingest": ("input",), "validate": ("input", "quarantine", "report"),
-               "split": ("input",), "tokenize": ("input",), "train": ("input", "report"),
-               "evaluate": ("input", "test")}  # options each stage needs beyond --out
-
-
-def _check_stage_args(args) -> None:
-    missing = [f"--{name}" for name in STAGE_NEEDS[args.stage] if getattr(args, name) is None]
+def _stage_call(args):
+    """The table's stage with this call's paths; a missing or foreign option, or a missing input, is one line."""
+    stage = stages.stage(args.stage)
+    given = {option: getattr(args, option) for option in stages.OPTIONS if getattr(args, option) is not None}
+    foreign = sorted(set(given) - set(stage.options()))
+    if foreign:
+        raise FinsentError(f"finsent stage {stage.name} has no {', '.join('--' + o for o in foreign)}; its options: "
+                           f"{', '.join('--' + o for o in stage.options())}")
+    missing = [f"--{option}" for option in ("out", *stage.required) if option not in given]
     if missing:
-        raise FinsentError(f"finsent stage {args.stage} needs {', '.join(missing)} (dvc.yaml shows the full call)")
-    for name in ("input", "test"):
-        value = getattr(args, name)
-        if value is not None and not Path(value).exists():
-            raise FinsentError(f"finsent stage {args.stage}: --{name} {value} not found; run the stage before it "
-                               f"first (`dvc repro {args.stage}` runs what is missing)")
+        raise FinsentError(f"finsent stage {stage.name} needs {', '.join(missing)}; the pipeline calls it as: "
+                           f"{stages.command(stage)}")
+    for option in stage.inputs:
+        if option in given and not Path(given[option]).exists():
+            raise FinsentError(f"finsent stage {stage.name}: --{option} {given[option]} not found; run the stage "
+                               f"before it first (`dvc repro {stage.name}` runs what is missing)")
+    return stages.Call(stage, {option: Path(value) for option, value in given.items()}, _params(args), project_root())
 
 
 def cmd_stage(args) -> None:
     from finsent.run_guard import watch_parent_run
 
-    _check_stage_args(args)
+    call = _stage_call(args)
     watch_parent_run(f"stage {args.stage}")
-    params = _params(args)
-    if args.stage == "sources":
-        from finsent.data.sources import write_manifest
-
-        files = write_manifest(params.data, Path(args.out))["files"]
-        result = {"files": len(files), "duplicates": sum(1 for f in files if f["duplicate_of"])}
-    elif args.stage == "ingest":
-        from finsent.data.ingest import ingest
-        from finsent.data.sources import read_manifest
-
-        summary = ingest(read_manifest(Path(args.input)), params.labels, params.data, Path(args.out),
-                         Path(args.report) if args.report else None,
-                         ledger=state_dir(project_root()) / "ingest-ledger.json")
-        result = {"rows_read": summary["rows_read"], "files": len(summary["files"])}
-    elif args.stage == "validate":
-        from finsent.data.validate import validate
-
-        report = validate(Path(args.input), params.labels, params.validation, Path(args.out),
-                          Path(args.quarantine), Path(args.report), gx_project=project_root(),
-                          docs_dir=Path(args.docs) if args.docs else None,
-                          profile_out=Path(args.profile) if args.profile else None,
-                          metrics_out=Path(args.metrics) if args.metrics else None)
-        result = {"accounting": report["accounting"], "label_counts": report["label_counts"]}
-    elif args.stage == "split":
-        from finsent.data.split import split
-
-        result = split(Path(args.input), params.split, Path(args.out))
-    elif args.stage == "tokenize":
-        from finsent.features import tokenize
-
-        result = tokenize(Path(args.input), params.labels, params.model, Path(args.out))
-    elif args.stage == "train":
+    if args.stage == "train":
         from finsent.train import distributed
-        from finsent.train.fit import fit
 
-        processes = distributed.processes_wanted(params.train.processes)
+        processes = distributed.processes_wanted(call.params.train.processes)
         if processes > 1 and distributed.world()[2] == 1:
             _train_distributed(processes, args)
             return
-        summary = fit(Path(args.input), params, Path(args.out), Path(args.report),
-                      checkpoint_root=state_dir(project_root()) / "checkpoints",
-                      curve_out=Path(args.curve) if args.curve else None)
-        if not distributed.is_main():
-            return
-        result = {k: summary[k] for k in ("method", "best_epoch", "best_val_macro_f1", "trainable_params",
-                                          "trainable_pct", "adapter_bytes", "device", "resumed_from_step")}
-    else:
-        from finsent.evaluate.metrics import evaluate
+    result = call.stage.run(call)
+    if result is not None:
+        print(f"{args.stage}: {json.dumps(result, default=str)}")
 
-        metrics = evaluate(Path(args.input), Path(args.test), params.eval, Path(args.out))
-        result = {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1")}
-    print(f"{args.stage}: {json.dumps(result, default=str)}")
+
+def cmd_dvc_yaml(args) -> None:
+    """Write dvc.yaml from the stage table (src/finsent/stages.py); --check only compares."""
+    target = project_root() / "dvc.yaml"
+    if not target.is_file():
+        raise FinsentError(f"no finsent project here ({Path.cwd()}): run it in the folder holding dvc.yaml and "
+                           f"params.yaml")
+    wanted = stages.dvc_yaml()
+    current = target.read_text()
+    if args.check:
+        if current != wanted:
+            raise FinsentError(f"{target} differs from the stage table in src/finsent/stages.py: run `finsent dvc-yaml` "
+                               f"to regenerate it (edit the table, not the file)")
+        print(f"{target}: matches the stage table ({len(stages.STAGES)} stages)")
+        return
+    target.write_text(wanted)
+    print(f"{target}: {'unchanged' if current == wanted else 'written'} from the stage table "
+          f"({len(stages.STAGES)} stages)")
 
 
 def _train_distributed(processes: int, args) -> None:
@@ -160,6 +140,12 @@ def _print_accounting(out: Path) -> None:
         print(f"read {counts['rows_read']} = accepted {counts['rows_accepted']} + quarantined "
               f"{counts['rows_quarantined']} + duplicates merged {counts['duplicates_merged']}  "
               f"(quarantine, report: {out})")
+        from finsent.data.validate import quarantine_examples
+
+        examples = quarantine_examples(out / "quarantine.parquet")
+        if examples:
+            print(f"quarantined, first {len(examples)} (texts escaped; all in {out / 'quarantine.parquet'}):")
+            print("\n".join(f"  {line}" for line in examples))
 
 
 def cmd_run(args) -> None:
@@ -421,17 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     stage = commands.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
-    stage.add_argument("stage", choices=STAGES)
-    stage.add_argument("--input", help="the stage's input file or folder")
-    stage.add_argument("--test", help="evaluate: the test split")
-    stage.add_argument("--out", required=True, help="the stage's main output")
-    stage.add_argument("--quarantine", help="validate: quarantine file")
-    stage.add_argument("--docs", help="validate: folder for the GX Data Docs site")
-    stage.add_argument("--profile", help="validate: data profile of the accepted rows (for drift)")
-    stage.add_argument("--metrics", help="validate: row accounting as a DVC metrics file")
-    stage.add_argument("--report", help="ingest/validate/train: report file")
-    stage.add_argument("--curve", help="train: training-curve plot (PNG)")
+    stage.add_argument("stage", choices=stages.NAMES)
+    for option in stages.OPTIONS:
+        users = [each for each in stages.STAGES if option in each.options()]
+        stage.add_argument(f"--{option}", metavar="PATH", help=", ".join(f"{each.name}: {each.path(option)}"
+                                                                         for each in users))
     stage.set_defaults(func=cmd_stage)
+
+    dvc_yaml = commands.add_parser("dvc-yaml", help="write dvc.yaml from the stage table (src/finsent/stages.py)")
+    dvc_yaml.add_argument("--check", action="store_true", help="only say whether dvc.yaml matches the table")
+    dvc_yaml.set_defaults(func=cmd_dvc_yaml)
 
     lineage = commands.add_parser("lineage", help="how a registered version was made; 'verify' re-hashes it all")
     lineage.add_argument("words", nargs="+", metavar="[verify] REF", help="<name>@<alias> or <name>/<version>, "
@@ -467,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", required=True, help="a new or empty folder")
     fetch.set_defaults(func=cmd_fetch)
     export = commands.add_parser("export", help="fold an adapter bundle into its base: a plain transformers model")
-    export.add_argument("bundle", nargs="?", default="models/adapter", help="bundle folder (default: models/adapter)")
+    export.add_argument("bundle", nargs="?", default=layout.ADAPTER_DIR,
+                        help=f"bundle folder (default: {layout.ADAPTER_DIR})")
     export.add_argument("--out", required=True, help="folder for the merged model")
     export.set_defaults(func=cmd_export)
     history = commands.add_parser("history", help="alias history of the registered model (who was champion when)")

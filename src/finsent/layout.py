@@ -1,16 +1,28 @@
-"""Where the flow finds the stage outputs it reads (the paths dvc.yaml declares), and its own reports."""
+"""Where the flow finds what the stages write (read from the stage table, src/finsent/stages.py), and the
+reports the flow writes itself after the stages."""
 
-VALIDATION_REPORT = "reports/validation.json"
-QUARANTINE = "data/quarantine/quarantine.parquet"
-DATA_METRICS = "reports/data_metrics.json"  # the accounting, as DVC metrics
-DATA_PROFILE = "reports/data_profile.json"  # the accepted data, summarised for drift checks
+from finsent.stages import path
+
+VALIDATION_REPORT = path("validate", "report")
+QUARANTINE = path("validate", "quarantine")
+DATA_METRICS = path("validate", "metrics")  # the accounting, as DVC metrics
+DATA_PROFILE = path("validate", "profile")  # the accepted data, summarised for drift checks
+SPLIT_DIR = path("split", "out")
+TEST_SPLIT = path("evaluate", "test")
+ADAPTER_DIR = path("train", "out")
+TRAIN_REPORT = path("train", "report")
+EVAL_DIR = path("evaluate", "out")
+METRICS = f"{EVAL_DIR}/metrics.json"
+TEST_PREDICTIONS = f"{EVAL_DIR}/test_predictions.parquet"
+INGESTED = path("ingest", "out")
+INGEST_REPORT = path("ingest", "report")
+DATA_DOCS = path("validate", "docs")
+ACCEPTED = path("validate", "out")
+TOKENIZED = path("tokenize", "out")
+
+# written by the flow after the stages (not DVC outputs)
 DRIFT_REPORT = "reports/drift.json"
-SPLIT_DIR = "data/processed/split"
-ADAPTER_DIR = "models/adapter"
-TRAIN_REPORT = "reports/train.json"
-EVAL_DIR = "reports/eval"
-METRICS = "reports/eval/metrics.json"
 GATE_REPORT = "reports/gate.json"
-STAGES = ("sources", "ingest", "validate", "split", "tokenize", "train", "evaluate")
 COMPARISON = "reports/comparison.json"
 EVAL_REPORT_MD = "reports/evaluation_report.md"
+

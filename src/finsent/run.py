@@ -9,7 +9,7 @@ from pathlib import Path
 
 from finsent import layout
 from finsent.config import load_params
-from finsent.errors import FinsentError, GateFailed
+from finsent.errors import FinsentError
 from finsent.data.drift import describe as describe_drift
 from finsent.evaluate.gates import describe
 from finsent.runtime import tracking_uri
@@ -96,12 +96,7 @@ def _run(root: Path, data: str | None, data_format: str | None) -> dict:
             params_file.write_text(restore, encoding="utf-8")
         raise
     print_summary(root, params, result)
-    if not result["gate"]["passed"]:
-        raise GateFailed(f"gate failed ({describe(result['gate'], failed_only=True)}): version "
-                         f"{result['registration']['version']} registered without alias "
-                         f"'{params.registry.champion_alias}'")
-    if result["promotion"].get("moved"):
-        raise GateFailed(result["promotion"]["decision"])
+    result["promotion"].raise_unless_champion(result["registration"]["version"], params.registry.champion_alias)
     return result
 
 
@@ -118,7 +113,7 @@ def print_summary(root: Path, params, result: dict) -> None:
     aliases = ", ".join(aliases_of(MlflowClient(), registration["model_name"], registration["version"])) or "no alias"
     state = "new version" if registration["new_version"] else "already registered"
     print(f"finsent: model '{registration['model_name']}' version {registration['version']} [{aliases}] ({state})")
-    print(f"  decision: {promotion['decision']}")
+    print(f"  decision: {promotion.decision}")
     data = json.loads((root / layout.VALIDATION_REPORT).read_text())["accounting"]
     print(f"  data: read {data['rows_read']} = accepted {data['rows_accepted']} + quarantined "
           f"{data['rows_quarantined']} ({layout.QUARANTINE}) + duplicates merged {data['duplicates_merged']}")

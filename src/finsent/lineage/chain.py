@@ -16,14 +16,15 @@ from pathlib import Path
 
 import yaml
 
+from finsent import layout
 from finsent.errors import FinsentError
 
 REF = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 # the artifacts the flow logs with every candidate run (registry.log_candidate)
 ARTIFACTS = {"lineage": "lineage/lineage.json", "dvc_lock": "lineage/dvc.lock", "params": "lineage/params.yaml",
-             "validation": "reports/validation.json", "ingest": "reports/ingest.json", "drift": "reports/drift.json",
-             "gate": "reports/gate.json", "metrics": "reports/eval/metrics.json"}
-DATA_DOCS = "reports/data_docs/index.html"
+             "validation": layout.VALIDATION_REPORT, "ingest": layout.INGEST_REPORT, "drift": layout.DRIFT_REPORT,
+             "gate": layout.GATE_REPORT, "metrics": layout.METRICS}
+DATA_DOCS = f"{layout.DATA_DOCS}/index.html"
 HEADLINE_METRICS = ("accuracy", "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high", "ece", "brier", "test_rows")
 
 
@@ -122,7 +123,7 @@ def build_chain(ref: str) -> dict:
 
 
 def _docs_link(client, run_id: str) -> str | dict:
-    names = {f.path for f in client.list_artifacts(run_id, "reports/data_docs")}
+    names = {f.path for f in client.list_artifacts(run_id, layout.DATA_DOCS)}
     if DATA_DOCS in names:
         return f"runs:/{run_id}/{DATA_DOCS}"
     return {"missing": f"no {DATA_DOCS} in run {run_id} (made before Data Docs were logged?)"}

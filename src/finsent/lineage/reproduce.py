@@ -17,12 +17,14 @@ from pathlib import Path
 
 import yaml
 
+from finsent import layout, stages
 from finsent.errors import FinsentError
 from finsent.lineage.objects import dir_entries, fetch_file, md5, object_stores
 
 WEIGHTS = "adapter_model.safetensors"
 # outputs whose bytes depend only on data, params and code (not on paths or timings)
-COMPARED = {"validate": "data/processed/accepted.parquet", "split": "data/processed/split"}
+COMPARED = {"validate": layout.ACCEPTED, "split": layout.SPLIT_DIR}
+REMADE = stages.NAMES[stages.NAMES.index("validate"):]  # every stage after the recorded ingested data
 
 
 def _recorded(chain: dict) -> dict[str, dict]:
@@ -43,13 +45,8 @@ def _same_as_recorded(path: Path, out: dict, stores: tuple) -> bool | None:
 
 
 def _run_stages(work: Path, project: Path) -> dict:
-    """The flow's stage functions, in order, on the restored data (one implementation, another entry point)."""
+    """The flow's stages, in order, on the restored data: the same calls of the stage table, in ``work``."""
     from finsent.config import load_params
-    from finsent.data.split import split
-    from finsent.data.validate import validate
-    from finsent.evaluate.metrics import evaluate
-    from finsent.features import tokenize
-    from finsent.train.fit import fit
 
     params = load_params(work / "params.yaml")
     if params.split.test_ids_file:  # pinned test ids live in git, next to the code
@@ -57,19 +54,15 @@ def _run_stages(work: Path, project: Path) -> dict:
         (work / pinned).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(project / pinned, work / pinned)
     with contextlib.chdir(work):
-        validate(Path("data/interim/ingested.parquet"), params.labels, params.validation,
-                 Path("data/processed/accepted.parquet"), Path("data/quarantine/quarantine.parquet"),
-                 Path("reports/validation.json"))
-        split(Path("data/processed/accepted.parquet"), params.split, Path("data/processed/split"))
-        tokenize(Path("data/processed/split"), params.labels, params.model, Path("data/tokenized"))
-        fit(Path("data/tokenized"), params, Path("models/adapter"), Path("reports/train.json"))
-        return evaluate(Path("models/adapter"), Path("data/processed/split/test.parquet"), params.eval,
-                        Path("reports/eval"))
+        for name in REMADE:
+            each = stages.stage(name)
+            each.run(stages.Call(each, {option: Path(p) for option, p in each.options().items()}, params, work))
+    return json.loads((work / layout.METRICS).read_text())
 
 
 def reproduce(chain: dict, project: Path, work: Path, tolerance: float) -> dict:
     outs = _recorded(chain)
-    ingested, adapter = outs.get("data/interim/ingested.parquet"), outs.get("models/adapter")
+    ingested, adapter = outs.get(layout.INGESTED), outs.get(layout.ADAPTER_DIR)
     if ingested is None or adapter is None:
         raise FinsentError("cannot reproduce: the recorded dvc.lock has no ingested dataset or adapter")
     work.mkdir(parents=True, exist_ok=True)
@@ -81,15 +74,15 @@ def reproduce(chain: dict, project: Path, work: Path, tolerance: float) -> dict:
             raise FinsentError(f"cannot reproduce: the ingested dataset (md5 {ingested['md5']}) is in neither the "
                                f"DVC cache nor the remote ({remote_name}); `dvc remote modify --local` can point "
                                f"this clone at the run's remote")
-        (work / "data/interim").mkdir(parents=True, exist_ok=True)
-        (work / "data/interim/ingested.parquet").write_bytes(data)
+        (work / layout.INGESTED).parent.mkdir(parents=True, exist_ok=True)
+        (work / layout.INGESTED).write_bytes(data)
         metrics = _run_stages(work, project)
         listing = fetch_file(stores, adapter["md5"])
         stages = {stage: _same_as_recorded(work / path, outs[path], stores)
                   for stage, path in COMPARED.items() if path in outs}
     recorded_weights = next((e["md5"] for e in dir_entries(listing) if e["relpath"] == WEIGHTS), None) \
         if listing else None
-    weights = md5((work / "models/adapter" / WEIGHTS).read_bytes())
+    weights = md5((work / layout.ADAPTER_DIR / WEIGHTS).read_bytes())
     recorded_metrics = chain["evaluation"]
     deltas = {k: abs(metrics[k] - recorded_metrics[k]) for k in ("accuracy", "macro_f1") if k in recorded_metrics}
     if recorded_weights == weights:

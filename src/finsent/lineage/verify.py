@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from finsent import layout
 from finsent.data.sources import sha256_file
 from finsent.lineage.objects import dir_entries, fetch_file, md5, object_stores, read_object
 
@@ -96,7 +97,7 @@ def _model_links(chain: dict, adapter: dict | None, stores: tuple) -> list[dict]
     else:
         seal_link.update(status=OK, detail=f"{len(sealed)} files, sha256 identical")
     if adapter is None:
-        link.update(status=MISSING, detail="no models/adapter output in dvc.lock")
+        link.update(status=MISSING, detail=f"no {layout.ADAPTER_DIR} output in dvc.lock")
     elif listing is None:
         link.update(status=MISSING, detail="the adapter listing is in neither the cache nor the remote")
     elif differ:
@@ -128,7 +129,7 @@ def verify(chain: dict, project: Path) -> list[dict]:
             links.append({"link": "dvc.lock", "status": MISSING, "recorded": None, "detail": lock["missing"]})
         else:
             links += [_out_link(out, cache, remote, remote_name) for out in lock["outs"]]
-        adapter = None if "missing" in lock else next((o for o in lock["outs"] if o["path"] == "models/adapter"), None)
+        adapter = None if "missing" in lock else next((o for o in lock["outs"] if o["path"] == layout.ADAPTER_DIR), None)
         links += _model_links(chain, adapter, (cache, remote))
     raw = chain["raw_inputs"]
     links += ([{"link": "raw inputs", "status": MISSING, "recorded": None, "detail": raw["missing"]}]

@@ -1,0 +1,144 @@
+"""What happens to a trained candidate after the stages: gate, register, promote (compare-and-set), report.
+
+Plain functions with typed results; the training flow only calls them in order and passes the results on.
+A candidate ends in exactly one ``Promotion.outcome``: promoted, already champion, gate failed, or refused
+(the champion moved after the comparison, or no promotion slot came free); only "gate failed" is a gate
+failure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from finsent import layout
+from finsent.config import Params
+from finsent.errors import FinsentError, GateFailed
+from finsent.evaluate.gates import describe, gate
+from finsent.evaluate.report import evaluation_report
+from finsent.promotion import ChampionMoved, promote, record_refusal
+from finsent.registry import get_or_register
+from finsent.versioning import code_revision, lock_text
+
+PROMOTED, ALREADY_CHAMPION, GATE_FAILED, REFUSED = "promoted", "already champion", "gate failed", "refused"
+PROMOTION_TAG = "finsent.promotion"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    outcome: str  # PROMOTED | ALREADY_CHAMPION | GATE_FAILED | REFUSED
+    decision: str  # the sentence the report, the tag and the CLI show
+    previous_champion: str | None = None
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome == PROMOTED
+
+    def raise_unless_champion(self, version: str, alias: str) -> None:
+        """The CLI's exit status: a failed gate and a refused promotion are errors, each its own."""
+        if self.outcome == GATE_FAILED:
+            raise GateFailed(f"{self.decision.removeprefix('not promoted: ')}: version {version} registered without "
+                             f"alias '{alias}'")
+        if self.outcome == REFUSED:
+            raise PromotionRefused(self.decision)
+
+
+class PromotionRefused(FinsentError):
+    """The gates passed but the alias was not moved (the champion moved meanwhile, or no promotion slot)."""
+
+    exit_code = 1
+
+
+def _read(root: Path, path: str) -> dict:
+    return json.loads((root / path).read_text())
+
+
+def compare_with_champion(root: Path, params: Params, state: dict) -> dict:
+    """Score the champion on the candidate's test rows and compare (nothing to compare: no champion yet, or the
+    candidate is the champion)."""
+    import tempfile
+
+    from finsent.evaluate.compare import compare
+    from finsent.registry import champion_bundle
+
+    champion = state["champion"]
+    predictions, test = root / layout.TEST_PREDICTIONS, root / layout.TEST_SPLIT
+    if champion is None or champion == state["existing_version"]:
+        return compare(predictions, test, None, None, root / layout.COMPARISON)
+    with tempfile.TemporaryDirectory() as scratch:
+        return compare(predictions, test, champion_bundle(params.registry, champion, Path(scratch)), champion,
+                       root / layout.COMPARISON)
+
+
+def gate_candidate(root: Path, params: Params) -> dict:
+    """The gate verdict on the evaluation and the comparison; writes the gate report and the evaluation report."""
+    verdict = gate(root / layout.METRICS, root / layout.COMPARISON, params.gate, params.labels,
+                   root / layout.GATE_REPORT)
+    write_report(root, params, verdict)
+    return verdict
+
+
+def write_report(root: Path, params: Params, verdict: dict, promotion: Promotion | None = None) -> str:
+    report = evaluation_report(_read(root, layout.METRICS), _read(root, layout.COMPARISON), verdict, params.labels,
+                               **({"decision": promotion.decision} if promotion else {}))
+    (root / layout.EVAL_REPORT_MD).write_text(report)
+    return report
+
+
+def register_candidate(root: Path, params: Params, state: dict, verdict: dict) -> dict:
+    """Log the run and register the adapter (or find the version already registered for it), with its lineage."""
+    lineage = {"code": code_revision(root), "dvc_lock": lock_text(root),
+               "base_model": _read(root, layout.TRAIN_REPORT)["base_model"],
+               "validation": _read(root, layout.VALIDATION_REPORT)["accounting"],
+               "drift": _read(root, layout.DRIFT_REPORT), "gate": verdict}
+    return get_or_register(root, params, state, verdict, lineage)
+
+
+def promote_candidate(params: Params, registration: dict, verdict: dict, compared_with: str | None) -> Promotion:
+    """Compare-and-set: promote only if the champion is still the one this candidate was compared with."""
+    from mlflow import MlflowClient
+
+    registry = params.registry
+    client = MlflowClient()
+    version = registration["version"]
+    if not verdict["passed"]:
+        decision = f"not promoted: gate failed ({describe(verdict, failed_only=True)})"
+        client.set_model_version_tag(registry.model_name, version, PROMOTION_TAG, decision)
+        if registration["new_version"]:  # one refusal per candidate, not one per unchanged re-run
+            record_refusal(client, registry, version, decision, registration["run_id"], describe(verdict))
+        return Promotion(GATE_FAILED, decision)
+    try:
+        event = promote(client, registry, version, expected_champion=compared_with, run_id=registration["run_id"],
+                        reason="gates passed" + (f" against champion v{compared_with}" if compared_with else
+                                                 " (first champion: absolute gates only)"),
+                        gate=describe(verdict))
+    except ChampionMoved as exc:
+        return refuse(params, registration, verdict, f"refused: {exc}")
+    if event is None:
+        return Promotion(ALREADY_CHAMPION, f"v{version} already is champion")
+    client.set_model_version_tag(registry.model_name, version, PROMOTION_TAG, f"promoted (history #{event['seq']})")
+    return Promotion(PROMOTED, f"promoted v{version} to {registry.champion_alias}"
+                               + (f"; v{event['from_version']} is now {registry.previous_alias}"
+                                  if event["from_version"] else ""), event["from_version"])
+
+
+def refuse(params: Params, registration: dict, verdict: dict, decision: str) -> Promotion:
+    """A candidate that passed its gates but whose promotion was refused: tagged and recorded in the history."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.set_model_version_tag(params.registry.model_name, registration["version"], PROMOTION_TAG, decision)
+    record_refusal(client, params.registry, registration["version"], decision, registration["run_id"],
+                   describe(verdict))
+    return Promotion(REFUSED, decision)
+
+
+def publish_report(root: Path, params: Params, registration: dict, verdict: dict, promotion: Promotion) -> str:
+    """The evaluation report with the decision, written and logged to the candidate's MLflow run -> its text."""
+    from mlflow import MlflowClient
+
+    report = write_report(root, params, verdict, promotion)
+    if registration["run_id"]:
+        MlflowClient().log_text(registration["run_id"], report, layout.EVAL_REPORT_MD)
+    return report

@@ -1,0 +1,78 @@
+"""DVC never hands back an output that other code or other libraries made: a scratch project is reproduced once,
+then a module a stage reaches only indirectly is edited, or a library the training runs is "upgraded", and
+exactly the stages that can be affected re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from projects import make_project
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def _repro(project: Path, **env: str) -> dict[str, bool]:
+    """`dvc repro` in ``project`` -> {stage: ran}."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    clean.update(HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env)
+    done = subprocess.run([DVC, "repro"], cwd=project, env=clean, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran = {name: True for name in re.findall(r"Running stage '([\w-]+)'", done.stdout)}
+    ran |= {name: False for name in re.findall(r"Stage '([\w-]+)' didn't change, skipping", done.stdout)}
+    return ran
+
+
+def _status(project: Path) -> dict:
+    done = subprocess.run([DVC, "status", "--json"], cwd=project, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout or "{}")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, tiny_base) -> Path:
+    project = make_project(tmp_path_factory.mktemp("stale") / "project", 12,
+                           model={"base": str(tiny_base), "max_length": 32}, train={"epochs": 1, "batch_size": 8})
+    first = _repro(project)
+    assert all(first.values()) and len(first) == 8, first
+    return project
+
+
+@pytest.fixture
+def project(reproduced, tmp_path) -> Path:
+    copy = tmp_path / "project"
+    shutil.copytree(reproduced, copy, symlinks=True)
+    return copy
+
+
+def test_editing_a_module_validate_reaches_only_indirectly_reruns_validate(project):
+    drift = project / "src" / "finsent" / "data" / "drift.py"  # validate.py imports it; no other stage does
+    drift.write_text(drift.read_text() + "\n# an edit\n")
+    changed = {name for name in _status(project) if not name.startswith(("libraries", "sources"))}
+    assert changed == {"validate"}, changed
+    ran = _repro(project)
+    assert ran["validate"] and not ran["ingest"], ran
+    # what validate re-made is byte-identical, so the stages after it are (rightly) served from the cache
+    assert not any(ran[name] for name in ("split", "tokenize", "train", "evaluate")), ran
+    assert "src/finsent/data/drift.py" in (project / "dvc.lock").read_text()
+
+
+def test_upgrading_a_library_the_training_runs_reruns_train_and_evaluate_only(project, tmp_path):
+    from importlib import metadata
+
+    shadow = tmp_path / "site"  # a distribution of another version found first: what an upgrade looks like
+    info = shadow / "peft-99.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: peft\nVersion: 99.0\n")
+    assert metadata.version("peft") != "99.0"
+    ran = _repro(project, PYTHONPATH=str(shadow))
+    assert ran["libraries"], ran
+    assert json.loads((project / "data/interim/libraries/train.json").read_text())["peft"] == "99.0"
+    assert ran["train"] and ran["evaluate"], ran
+    assert not any(ran[name] for name in ("ingest", "validate", "split", "tokenize")), ran

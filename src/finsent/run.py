@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from finsent import layout
+from finsent import layout, stages
 from finsent.config import load_params
 from finsent.errors import FinsentError
 from finsent.data.drift import describe as describe_drift
@@ -107,7 +107,7 @@ def print_summary(root: Path, params, result: dict) -> None:
 
     registration, metrics, promotion = result["registration"], result["metrics"], result["promotion"]
     trained = any(s["ran"] for s in result["stages"] if s["stage"] == "train")
-    if not any(s["ran"] for s in result["stages"] if s["stage"] != "sources"):  # sources always re-hashes
+    if not any(s["ran"] for s in result["stages"] if not stages.stage(s["stage"]).always_changed):
         print("finsent: nothing changed since the last run: no stage ran, nothing trained."
               if not registration["new_version"] else "finsent: no stage ran (outputs from the DVC cache).")
     aliases = ", ".join(aliases_of(MlflowClient(), registration["model_name"], registration["version"])) or "no alias"

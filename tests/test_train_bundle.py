@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -243,9 +242,6 @@ def test_training_killed_by_sigkill_resumes_from_its_last_checkpoint(tmp_path, t
             == (tmp_path / "straight" / "adapter_model.safetensors").read_bytes()), "resume must replay exactly"
 
 
-@pytest.mark.skipif(os.environ.get("FINSENT_TEST_DISTRIBUTED") != "1",
-                    reason="opt-in (FINSENT_TEST_DISTRIBUTED=1): passes alone in ~30 s, but hung past 300 s in 2 of 4 "
-                           "full clean-clone CI runs on this machine; cause not found yet")
 def test_train_stage_runs_data_parallel_under_torchrun(tmp_path, tiny_base, tokenized):
     """train.processes: 2 makes `finsent stage train` re-launch itself under torchrun (gloo on CPU here, NCCL
     on GPUs): two ranks each train on half of every epoch, rank 0 alone writes the bundle and the report."""

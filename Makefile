@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?=
 FORMAT ?=
 
-.PHONY: install run test predict clean
+.PHONY: install run test clean clean-all
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -20,5 +20,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
-clean:  ## remove pipeline outputs and local state (MLflow store, Prefect home, DVC remote); keeps the venv
-	rm -rf .finsent data/interim data/processed data/tokenized data/quarantine models reports dvc.lock .dvc/cache .dvc/tmp
+clean:  ## remove pipeline outputs and the DVC cache; keeps the registry, the alias history and the DVC remote (.finsent/)
+	rm -rf data/interim data/processed data/tokenized data/quarantine models reports dvc.lock .dvc/cache .dvc/tmp
+
+clean-all: clean  ## also remove .finsent/: the MLflow registry, alias history, Prefect home and DVC remote
+	@echo "make clean-all: deleting .finsent/ (registered models, alias history, DVC remote) in 5 s; Ctrl-C keeps it"
+	@sleep 5
+	rm -rf .finsent

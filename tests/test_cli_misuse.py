@@ -27,6 +27,7 @@ MISUSE = [
     (["stage", "train", "--input", "nope", "--out", "x", "--report", "r.json"], "not found"),
     (["stage", "evaluate", "--input", "nope", "--out", "x"], "needs --test"),
     (["stage", "evaluate", "--input", "nope", "--test", "t.parquet", "--out", "x"], "not found"),
+    (["stage", "sources", "--out", "x", "--quarantine", "q"], "finsent stage sources has no --quarantine"),
     (["promote", "999", "--force", "--reason", "x"], "has no version 999"),
     (["promote", "abc", "--force", "--reason", "x"], "give a registered version number"),
     (["promote", "0", "--force", "--reason", "x"], "give a registered version number"),
@@ -130,3 +131,12 @@ def test_an_unforeseen_error_is_one_line_and_the_traceback_is_there_on_request(i
     monkeypatch.setenv("FINSENT_DEBUG", "1")
     with pytest.raises(RuntimeError, match="disk on fire"):
         _call(["history"], capsys)
+
+
+def test_version_is_one_line(capsys):
+    from finsent import __version__
+    from finsent.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"finsent {__version__}\n"

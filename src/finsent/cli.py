@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from finsent import __version__, layout, stages
 from finsent.errors import ERROR_FILE_ENV, FinsentError
-from finsent import layout, stages
 from finsent.runtime import apply_defaults, project_root, quiet_libraries, state_dir
 
 
@@ -84,8 +84,8 @@ def cmd_dvc_yaml(args) -> None:
     current = target.read_text()
     if args.check:
         if current != wanted:
-            raise FinsentError(f"{target} differs from the stage table in src/finsent/stages.py: run `finsent dvc-yaml` "
-                               f"to regenerate it (edit the table, not the file)")
+            raise FinsentError(f"{target} differs from the stage table in src/finsent/stages.py: run "
+                               f"`finsent dvc-yaml` to regenerate it (edit the table, not the file)")
         print(f"{target}: matches the stage table ({len(stages.STAGES)} stages)")
         return
     target.write_text(wanted)
@@ -392,6 +392,7 @@ def cmd_doctor(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="finsent", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--version", action="version", version=f"finsent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the training flow: stages, gate, register, promote, push")

@@ -22,6 +22,21 @@ def test_unknown_key_is_an_error_not_a_silent_default(tmp_path):
         load_params(file)
 
 
+@pytest.mark.parametrize("text, message", [
+    ('train:\n  epochs: "eight"\n', "params: train.epochs must be int, got 'eight' (str)"),
+    ("train:\n  batch_size: 16.5\n", "params: train.batch_size must be int, got 16.5 (float)"),
+    ("train:\n  group_by_length: 1\n", "params: train.group_by_length must be bool, got 1 (int)"),
+    ("model:\n  max_length: [64]\n", "params: model.max_length must be int, got [64] (list)"),
+    ("labels: negative\n", "params: labels must be list[str], got 'negative' (str)"),
+])
+def test_a_wrongly_typed_value_is_one_line_naming_key_value_and_type(tmp_path, text, message):
+    file = tmp_path / "params.yaml"
+    file.write_text(text)
+    with pytest.raises(FinsentError) as raised:
+        load_params(file)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value), str(raised.value)
+
+
 def test_missing_params_file_says_where(tmp_path):
     with pytest.raises(FinsentError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")

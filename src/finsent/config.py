@@ -7,6 +7,8 @@ Unknown keys are an error (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -431,12 +433,42 @@ def _build(cls, values: dict[str, Any] | None, where: str):
                            f"known: {', '.join(fields)}")
     kwargs = {}
     for name, value in values.items():
+        key = f"{where}.{name}" if where else name
         nested = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
         if nested is not None and dataclasses.is_dataclass(nested):
-            kwargs[name] = _build(nested, value, f"{where}.{name}" if where else name)
+            kwargs[name] = _build(nested, value, key)
         else:
-            kwargs[name] = value
+            kwargs[name] = _typed(cls, name, value, key)
     return cls(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(cls, name: str):
+    """pydantic's validator for the annotation of ``cls.name`` (None: an annotation it cannot check)."""
+    from pydantic import PydanticSchemaGenerationError, TypeAdapter
+
+    try:
+        return TypeAdapter(typing.get_type_hints(cls)[name])
+    except PydanticSchemaGenerationError:
+        return None
+
+
+def _typed(cls, name: str, value: Any, key: str) -> Any:
+    """``value`` checked against the field's type (strict: no "8" for 8, no 16.5 for an integer, no 1 for true):
+    a wrong type is one line naming the key, the value and the expected type."""
+    from pydantic import ValidationError
+
+    adapter = _adapter(cls, name)
+    if adapter is None:
+        return value
+    try:
+        adapter.validate_python(value, strict=True)
+    except ValidationError as exc:
+        expected = str(typing.get_type_hints(cls)[name])
+        expected = expected.replace("typing.", "").replace("<class '", "").replace("'>", "")
+        raise FinsentError(f"params: {key} must be {expected}, got {value!r} ({type(value).__name__}): "
+                           f"{exc.errors()[0]['msg'].lower()}") from None
+    return value
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

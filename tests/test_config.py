@@ -28,6 +28,7 @@ def test_unknown_key_is_an_error_not_a_silent_default(tmp_path):
     ("train:\n  group_by_length: 1\n", "params: train.group_by_length must be bool, got 1 (int)"),
     ("model:\n  max_length: [64]\n", "params: model.max_length must be int, got [64] (list)"),
     ("labels: negative\n", "params: labels must be list[str], got 'negative' (str)"),
+    ("train:\n  learning_rate: 1e-4\n", "params: train.learning_rate must be float, got '1e-4' (str)"),
 ])
 def test_a_wrongly_typed_value_is_one_line_naming_key_value_and_type(tmp_path, text, message):
     file = tmp_path / "params.yaml"
@@ -63,3 +64,9 @@ def test_each_method_reads_its_own_section(tmp_path):
     params = load_params(file)
     assert params.peft.lora.r == 4 and params.peft.settings.learning_rate == 5e-5
     assert params.peft.prompt_tuning.learning_rate == 0.03
+
+
+def test_integer_label_map_keys_load(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("data:\n  label_map: {0: negative, 1: positive, 2: neutral}\n")
+    assert load_params(file).data.label_map == {0: "negative", 1: "positive", 2: "neutral"}

@@ -30,7 +30,7 @@ class SourceSpec:
     format: str = "auto"  # auto | csv | tsv | jsonl | parquet | phrasebank
     text_column: str = "text"
     label_column: str = "label"
-    label_map: dict[str, str] = field(default_factory=dict)  # raw label -> canonical label
+    label_map: dict[Any, str] = field(default_factory=dict)  # raw label -> canonical label
     delimiter: str = "auto"  # auto (sniffed from the header) or the character
     encoding: str = "auto"  # auto (utf-8, else cp1252) | utf-8 | utf-8-sig | cp1252 | latin-1 | ...
 
@@ -51,7 +51,7 @@ class DataParams:
     format: str = "auto"
     text_column: str = "text"
     label_column: str = "label"
-    label_map: dict[str, str] = field(default_factory=dict)
+    label_map: dict[Any, str] = field(default_factory=dict)
     delimiter: str = "auto"
     encoding: str = "auto"
     max_unknown_label_share: float = 0.2  # more unknown labels in one source than this: a mapping is missing
@@ -383,7 +383,7 @@ class TuneParams:
     sampler_seed: int = 42  # TPE sampler seed (a resumed study continues with seed + trials so far)
     pruner_warmup_epochs: int = 2  # median pruning judges a trial only after this many epochs
     pruner_startup_trials: int = 5  # ... and only once this many trials have finished
-    space: dict[str, dict] = field(default_factory=_default_space)  # dotted params key -> range or choices
+    space: dict[str, Any] = field(default_factory=_default_space)  # dotted params key -> range or choices
     applied: dict | None = None  # written by `finsent tune --apply`: the study, trial and value params came from
 
     def __post_init__(self):
@@ -453,6 +453,14 @@ def _adapter(cls, name: str):
         return None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _typed(cls, name: str, value: Any, key: str) -> Any:
     """``value`` checked against the field's type (strict: no "8" for 8, no 16.5 for an integer, no 1 for true):
     a wrong type is one line naming the key, the value and the expected type."""
@@ -466,8 +474,11 @@ def _typed(cls, name: str, value: Any, key: str) -> Any:
     except ValidationError as exc:
         expected = str(typing.get_type_hints(cls)[name])
         expected = expected.replace("typing.", "").replace("<class '", "").replace("'>", "")
+        hint = ""
+        if isinstance(value, str) and "float" in expected and _is_number(value):
+            hint = f"; YAML reads {value} as text: write it with a decimal point (e.g. 1.0e-4)"
         raise FinsentError(f"params: {key} must be {expected}, got {value!r} ({type(value).__name__}): "
-                           f"{exc.errors()[0]['msg'].lower()}") from None
+                           f"{exc.errors()[0]['msg'].lower()}{hint}") from None
     return value
 
 

@@ -19,6 +19,7 @@ from prefect.states import Failed
 from finsent import layout, stages
 from finsent.config import load_params
 from finsent.data.drift import check_drift, describe as describe_drift, stop_reason
+from finsent.errors import FinsentError
 from finsent.registry import champion_profile, registry_state, tracking_step
 from finsent.release import (Promotion, compare_with_champion, gate_candidate, promote_candidate, publish_report,
                              refuse, register_candidate)
@@ -154,7 +155,17 @@ def notify_failure(flow, flow_run, state) -> None:
                  "project_dir": (flow_run.parameters or {}).get("project_dir")})
 
 
-@flow(name="finsent-training", on_failure=[notify_failure], on_crashed=[notify_failure])
+def _run_name() -> str:
+    """'train · financial_news.csv · lora' in the Prefect UI; a params error is the flow's to report, not the name's."""
+    from prefect.runtime import flow_run
+
+    try:
+        return _params(Path(flow_run.parameters["project_dir"])).run_label()
+    except FinsentError:
+        return "train"
+
+
+@flow(name="finsent-training", flow_run_name=_run_name, on_failure=[notify_failure], on_crashed=[notify_failure])
 def training_flow(project_dir: str) -> dict:
     root = Path(project_dir)
     # A worker's flow run did not come through the CLI: the project's embedded stores unless the worker's

@@ -316,6 +316,7 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
         log.flush()
         output = (tmp_path / "serve.log").read_text()
         assert run is not None and run["state"]["type"] == "COMPLETED", f"{run and run['state']}\n{output}"
+        assert run["name"] == "train · slice.csv · lora", run["name"]
         print(f"\ntriggered run completed: {elapsed:.1f} s from `prefect deployment run` to Completed "
               f"(flow run {run['total_run_time']:.1f} s)")
         assert "train     done" in output and "evaluate  done" in output, output

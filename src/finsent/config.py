@@ -421,6 +421,12 @@ class Params:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def run_label(self) -> str:
+        """What a training run trains, for a person: 'train · financial_news.csv · lora'."""
+        names = [Path(spec.path).name for spec in self.data.source_specs()]
+        data = names[0] if len(names) == 1 else f"{names[0]} + {len(names) - 1} more"
+        return f"train · {data} · {self.peft.method}"
+
 
 def _build(cls, values: dict[str, Any] | None, where: str):
     values = values or {}

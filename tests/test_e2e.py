@@ -126,6 +126,16 @@ def test_monitor_raises_exactly_the_injected_spike(project, first_run, tmp_path)
     assert "2026-11-11" in (tmp_path / "monitor" / "monitor_report.md").read_text()
 
 
+def test_monitor_failing_inside_its_flow_is_one_line(project, first_run, tmp_path):
+    batch = tmp_path / "no_time.csv"
+    pd.DataFrame({"text": ["Operating profit rose 20 % to EUR 13.1 mn"]}).to_csv(batch, index=False)
+    failed = finsent(project, "monitor", "--input", str(batch), "--out", str(tmp_path / "out"))
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr and "Task run failed" not in failed.stdout + failed.stderr
+    [line] = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert line.startswith("finsent: error: monitor.time_column 'published_at' is not a column of the batch"), line
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "data source not found"),
     (b"", "input.csv: file is empty"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -51,12 +52,25 @@ class _DropLockedDatabaseNoise(logging.Filter):
         return "database is locked" not in text
 
 
+class _FailuresAreTheCliLine(logging.Filter):
+    """A failed task or flow run is reported by the CLI as one line ("finsent: error: ..."); Prefect's own
+    console records of it (the exception with its traceback, "Finished in state Failed") would print the same
+    failure again as a traceback. They still reach the Prefect API and UI; FINSENT_DEBUG=1 shows them here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.levelno < logging.ERROR or not record.name.startswith(("prefect.task_runs", "prefect.flow_runs"))
+                or bool(os.environ.get("FINSENT_DEBUG")))
+
+
 def _quiet_prefect() -> None:
-    """Attach the filter to every handler (a logger's own filters skip records of its children)."""
+    """Attach the filters to every handler (a logger's own filters skip records of its children); the failure
+    filter to console handlers only."""
     loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
                                        if isinstance(logger, logging.Logger)]
     for handler in {handler for logger in loggers for handler in logger.handlers}:
         handler.addFilter(_DropLockedDatabaseNoise())
+        if isinstance(handler, logging.StreamHandler):
+            handler.addFilter(_FailuresAreTheCliLine())
 
 
 def run_flow(root: Path, module: str, name: str, **parameters):

@@ -132,7 +132,8 @@ def test_monitor_failing_inside_its_flow_is_one_line(project, first_run, tmp_pat
     failed = finsent(project, "monitor", "--input", str(batch), "--out", str(tmp_path / "out"))
     assert failed.returncode == 2, failed.stdout + failed.stderr
     assert "Traceback" not in failed.stdout + failed.stderr and "Task run failed" not in failed.stdout + failed.stderr
-    [line] = [line for line in failed.stderr.splitlines() if line.strip()]
+    # stderr also carries the scoring progress bar (tqdm's \r-separated frames); every other line is the error
+    [line] = [line for line in failed.stderr.splitlines() if line.strip() and not line.startswith("predict:")]
     assert line.startswith("finsent: error: monitor.time_column 'published_at' is not a column of the batch"), line
 
 

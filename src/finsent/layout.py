@@ -20,6 +20,14 @@ DATA_DOCS = path("validate", "docs")
 ACCEPTED = path("validate", "out")
 TOKENIZED = path("tokenize", "out")
 
+REPORTS_DIR = "reports"  # every report above lives here; logged to the candidate's MLflow run as "reports/"
+
+# the lineage a candidate's MLflow run carries (logged by registry.log_candidate, read by finsent lineage)
+LINEAGE_DIR = "lineage"
+LINEAGE_RECORD = f"{LINEAGE_DIR}/lineage.json"
+LINEAGE_LOCK = f"{LINEAGE_DIR}/dvc.lock"
+LINEAGE_PARAMS = f"{LINEAGE_DIR}/params.yaml"
+
 # written by the flow after the stages (not DVC outputs)
 DRIFT_REPORT = "reports/drift.json"
 GATE_REPORT = "reports/gate.json"

@@ -107,10 +107,10 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
                          "finsent.base_model": train["base_model"]["base"],
                          "finsent.peft_method": params.peft.method,
                          "finsent.base_model_sha256": train["base_model"]["weights_sha256"]})
-        mlflow.log_dict(lineage, "lineage/lineage.json")
-        mlflow.log_text(lineage["dvc_lock"], "lineage/dvc.lock")
-        mlflow.log_artifact(str(root / "params.yaml"), "lineage")
-        mlflow.log_artifacts(str(root / "reports"), "reports")
+        mlflow.log_dict(lineage, layout.LINEAGE_RECORD)
+        mlflow.log_text(lineage["dvc_lock"], layout.LINEAGE_LOCK)
+        mlflow.log_artifact(str(root / "params.yaml"), layout.LINEAGE_DIR)  # -> LINEAGE_PARAMS
+        mlflow.log_artifacts(str(root / layout.REPORTS_DIR), layout.REPORTS_DIR)
         info = mlflow.pyfunc.log_model(
             name="model", loader_module=PYFUNC_LOADER, data_path=str(root / layout.ADAPTER_DIR),
             signature=signature(params.labels), pip_requirements=serving_requirements())

@@ -21,7 +21,7 @@ from finsent.errors import FinsentError
 
 REF = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 # the artifacts the flow logs with every candidate run (registry.log_candidate)
-ARTIFACTS = {"lineage": "lineage/lineage.json", "dvc_lock": "lineage/dvc.lock", "params": "lineage/params.yaml",
+ARTIFACTS = {"lineage": layout.LINEAGE_RECORD, "dvc_lock": layout.LINEAGE_LOCK, "params": layout.LINEAGE_PARAMS,
              "validation": layout.VALIDATION_REPORT, "ingest": layout.INGEST_REPORT, "drift": layout.DRIFT_REPORT,
              "gate": layout.GATE_REPORT, "metrics": layout.METRICS}
 DATA_DOCS = f"{layout.DATA_DOCS}/index.html"

@@ -19,7 +19,6 @@ from prefect.states import Failed
 from finsent import layout, stages
 from finsent.config import load_params
 from finsent.data.drift import check_drift, describe as describe_drift, stop_reason
-from finsent.errors import FinsentError
 from finsent.registry import champion_profile, registry_state, tracking_step
 from finsent.release import (Promotion, compare_with_champion, gate_candidate, promote_candidate, publish_report,
                              refuse, register_candidate)
@@ -161,7 +160,7 @@ def _run_name() -> str:
 
     try:
         return _params(Path(flow_run.parameters["project_dir"])).run_label()
-    except FinsentError:
+    except Exception:  # a name must never fail the run: a params error is reported by the flow's first task
         return "train"
 
 

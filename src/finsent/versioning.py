@@ -34,6 +34,28 @@ def open_repo(root: Path):
     return Repo(str(root), config={"core": {"remote": ENV_REMOTE}, "remote": {ENV_REMOTE: remote}})
 
 
+def repair_stage_locks(root: Path) -> bool:
+    """DVC rewrites .dvc/tmp/rwlock in place (truncate, then write): a DVC process killed in between (a SIGKILLed
+    worker) leaves it empty or cut, and every later stage then fails with "Expecting value". Under DVC's own
+    guard lock, a file that is not JSON holds no live entry and is reset to empty locks. -> whether it was."""
+    import json
+
+    from dvc.lock import make_lock
+
+    tmp = root / ".dvc" / "tmp"
+    path = tmp / "rwlock"
+    if not path.is_file():
+        return False
+    with make_lock(str(tmp / "rwlock.lock"), tmp_dir=str(tmp), wait=True):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+            return False
+        except ValueError:
+            path.write_text("{}", encoding="utf-8")
+    print(f"  note: {path.relative_to(root)} was left unreadable by a killed DVC process; reset", flush=True)
+    return True
+
+
 def reproduce_stage(root: Path, stage: str) -> dict:
     """Run ``stage`` if its deps, params or code changed. -> {stage, ran, error}."""
     from dvc.exceptions import DvcException
@@ -50,6 +72,7 @@ def reproduce_stage(root: Path, stage: str) -> dict:
         error_file = Path(handle.name)
     os.environ[ERROR_FILE_ENV] = str(error_file)
     try:
+        repair_stage_locks(root)
         with open_repo(root) as repo:
             ran = repo.reproduce(stage, single_item=True)
         return {"stage": stage, "ran": bool(ran), "error": None}

@@ -11,6 +11,7 @@ of them, or upgrading torch, re-runs exactly that stage and the ones after it.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,9 +212,11 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _finsent_imports(file: Path) -> set[str]:
+def _finsent_imports(tree: ast.AST) -> set[str]:
+    """The finsent modules imported anywhere in ``tree`` (``from finsent.x import y`` also names finsent.x.y
+    when y is a module)."""
     found = set()
-    for node in ast.walk(ast.parse(file.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "finsent"}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "finsent":
@@ -221,6 +224,11 @@ def _finsent_imports(file: Path) -> set[str]:
             found |= {f"{node.module}.{alias.name}" for alias in node.names
                       if _module_file(f"{node.module}.{alias.name}")}
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def _file_imports(file: Path) -> frozenset[str]:
+    return frozenset(_finsent_imports(ast.parse(file.read_text())))
 
 
 def import_closure(modules: tuple[str, ...]) -> set[str]:
@@ -232,7 +240,7 @@ def import_closure(modules: tuple[str, ...]) -> set[str]:
             seen.add(name)
             file = _module_file(name)
             if file is not None:
-                pending += _finsent_imports(file)
+                pending += _file_imports(file)
     return seen
 
 
@@ -241,14 +249,7 @@ def _imports_of(function: Callable) -> set[str]:
     import inspect
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "finsent":
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "finsent"}
-    return found
+    return _finsent_imports(ast.parse(textwrap.dedent(inspect.getsource(function))))
 
 
 def code_files(each: Stage) -> list[str]:

@@ -34,22 +34,27 @@ def _processes_of_run(run_pid: int) -> list[str]:
     return found
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
+def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None,
+              log: Path | None = None) -> None:
+    """Poll ``predicate``; fail at once (with its log) when ``process`` ended before it came true."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the run ended (exit {process.returncode}) before {what}:\n"
+                                 + (log.read_text()[-3000:] if log else ""))
         time.sleep(0.5)
     raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
 def test_a_killed_run_leaves_nothing_running_and_blocks_nothing(tmp_path, tiny_base):
     project = make_project(tmp_path / "project", 20, model={"base": str(tiny_base), "max_length": 32},
-                           train={"epochs": 400, "early_stopping_patience": None}, gate=GATES_OFF)
+                           train={"epochs": 400, "early_stopping_patience": 0}, gate=GATES_OFF)
     log = tmp_path / "first.log"
     first = subprocess.Popen([FINSENT, "run"], cwd=project, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: "tokenize  done" in log.read_text(), 600, "the first run reaching training")
+        _wait_for(lambda: "tokenize  done" in log.read_text(), 600, "the first run reaching training", first, log)
         time.sleep(2)
         second = subprocess.run([FINSENT, "run"], cwd=project, capture_output=True, text=True, timeout=600)
         assert second.returncode == 2, second.stdout + second.stderr

@@ -1,6 +1,6 @@
 """A run SIGKILLed mid-training: a second run meanwhile is refused at once naming the holder; after the kill
-the training stage stops itself, the rerun stops what is left (the ephemeral Prefect API server) and runs;
-afterwards no process of the killed run is alive."""
+the training stage puts back params.yaml (the run's -S override) and stops itself, the rerun stops what is
+left (the ephemeral Prefect API server) and runs; afterwards no process of the killed run is alive."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from projects import make_project, set_params
+from projects import make_project
 
 pytestmark = pytest.mark.e2e
 FINSENT = str(Path(sys.executable).with_name("finsent"))
@@ -50,9 +50,11 @@ def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | 
 
 def test_a_killed_run_leaves_nothing_running_and_blocks_nothing(tmp_path, tiny_base):
     project = make_project(tmp_path / "project", 20, model={"base": str(tiny_base), "max_length": 32},
-                           train={"epochs": 400, "early_stopping_patience": 0}, gate=GATES_OFF)
+                           train={"epochs": 2, "early_stopping_patience": 0}, gate=GATES_OFF)
+    params_before = (project / "params.yaml").read_bytes()
     log = tmp_path / "first.log"
-    first = subprocess.Popen([FINSENT, "run"], cwd=project, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    first = subprocess.Popen([FINSENT, "run", "-S", "train.epochs=400"], cwd=project, stdout=log.open("w"),
+                             stderr=subprocess.STDOUT)
     try:
         _wait_for(lambda: "tokenize  done" in log.read_text(), 600, "the first run reaching training", first, log)
         time.sleep(2)
@@ -67,8 +69,8 @@ def test_a_killed_run_leaves_nothing_running_and_blocks_nothing(tmp_path, tiny_b
         first.wait()
     _wait_for(lambda: not any("finsent stage" in c for c in _processes_of_run(first.pid)), 180,
               "the orphaned training stage stopping itself")
+    assert (project / "params.yaml").read_bytes() == params_before, "the stage put back the killed run's -S override"
 
-    set_params(project, train={"epochs": 2})
     rerun = subprocess.run([FINSENT, "run"], cwd=project, capture_output=True, text=True, timeout=900)
     assert "Traceback" not in rerun.stdout + rerun.stderr
     leftover = [c for c in _processes_of_run(first.pid)]

@@ -35,7 +35,7 @@ def _project_params_only(args) -> None:
     given = args.params != "params.yaml"  # the default means the project's, found from any folder inside it
     if given and Path(args.params).resolve() != (project_root() / "params.yaml").resolve():
         raise FinsentError(f"--params {args.params}: `finsent {args.command}` always reads the project's params.yaml "
-                           f"(DVC tracks it); edit that file, or use `dvc exp run -S section.key=value`")
+                           f"(DVC tracks it); edit that file, or use `finsent run -S section.key=value`")
 
 
 def _stage_call(args):
@@ -153,7 +153,7 @@ def cmd_run(args) -> None:
 
     _project_params_only(args)
 
-    run(project_root(), data=args.data, data_format=args.format)
+    run(project_root(), data=args.data, data_format=args.format, overrides=args.set_param)
 
 
 def cmd_lineage(args) -> None:
@@ -396,8 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the training flow: stages, gate, register, promote, push")
-    run.add_argument("--data", help="train on this file or drop folder instead of data.sources "
-                                    "(written to params.yaml)")
+    run.add_argument("--data", help="train on this file or drop folder instead of data.sources (this run only)")
+    run.add_argument("-S", "--set-param", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a params.yaml value for this run only, e.g. -S train.epochs=2 -S peft.lora.r=16 "
+                          "(dvc.lock and MLflow record the values used; params.yaml is left as it was)")
     run.add_argument("--format", help="format of --data: csv, tsv, jsonl, parquet, phrasebank (default: detect)")
     run.set_defaults(func=cmd_run)
 

@@ -16,29 +16,6 @@ from finsent.evaluate.gates import describe
 from finsent.runtime import tracking_uri
 
 
-def set_data_source(params_file: Path, data: str, data_format: str | None) -> str:
-    """Make ``data`` (a file or drop folder) the only source in params.yaml, keeping its comments.
-
-    Written to the file, like ``dvc exp run --set-param``, so dvc.lock records the source used.
-    Returns the previous text so a failed run can restore it.
-    """
-    from ruamel.yaml import YAML
-
-    source = Path(data).expanduser()
-    if not source.exists():
-        raise FinsentError(f"data source not found: {data}")
-    original = params_file.read_text(encoding="utf-8")
-    yaml = YAML()
-    document = yaml.load(original)
-    root = params_file.parent.resolve()
-    resolved = source.resolve()
-    document["data"]["sources"] = [str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)]
-    document["data"]["format"] = data_format or "auto"
-    with params_file.open("w", encoding="utf-8") as handle:
-        yaml.dump(document, handle)
-    return original
-
-
 class _DropLockedDatabaseNoise(logging.Filter):
     """Prefect's ephemeral API can log a 'database is locked' traceback from a telemetry insert race at
     start-up; it is harmless (the run carries on), so it must not reach the user's console.
@@ -88,27 +65,28 @@ def run_flow(root: Path, module: str, name: str, **parameters):
     return state.result()
 
 
-def run(root: Path, data: str | None = None, data_format: str | None = None) -> dict:
+def run(root: Path, data: str | None = None, data_format: str | None = None, overrides: list[str] = ()) -> dict:
+    """The training flow on params.yaml with ``overrides`` (``section.key=value``) and ``data`` applied for
+    this run only (params.yaml is the same afterwards)."""
+    from finsent import overrides as run_overrides
     from finsent.run_guard import exclusive_run
 
     with exclusive_run(root, "finsent run"):
-        return _run(root, data, data_format)
+        if run_overrides.restore_leftover(root):
+            print("finsent: params.yaml restored (an interrupted run had left its -S / --data overrides in it)",
+                  flush=True)
+        with run_overrides.applied(root, list(overrides), data, data_format):
+            return _run(root)
 
 
-def _run(root: Path, data: str | None, data_format: str | None) -> dict:
+def _run(root: Path) -> dict:
     params_file = root / "params.yaml"
-    restore = set_data_source(params_file, data, data_format) if data else None
+    params = load_params(params_file)
+    print(f"finsent: training on {', '.join(map(str, params.data.sources))} (params: {params_file})", flush=True)
     try:
-        params = load_params(params_file)
-        print(f"finsent: training on {', '.join(map(str, params.data.sources))} (params: {params_file})", flush=True)
-        try:
-            result = run_flow(root, "training", "training_flow", project_dir=str(root))
-        except FinsentError as exc:
-            raise FinsentError(f"{exc}; nothing registered, no alias moved") from exc
-    except FinsentError:
-        if restore is not None:
-            params_file.write_text(restore, encoding="utf-8")
-        raise
+        result = run_flow(root, "training", "training_flow", project_dir=str(root))
+    except FinsentError as exc:
+        raise FinsentError(f"{exc}; nothing registered, no alias moved") from exc
     print_summary(root, params, result)
     result["promotion"].raise_unless_champion(result["registration"]["version"], params.registry.champion_alias)
     return result

@@ -4,8 +4,8 @@ A run holds an exclusive ``flock`` on ``.finsent/run.lock`` for its whole life (
 process dies, however it dies) and records its pid there; a second run is refused at once, naming the holder.
 Every process a run starts inherits ``FINSENT_RUN_PID`` and ``FINSENT_PROJECT``. When a run is SIGKILLed, what
 it started is found by those variables: a ``finsent stage`` process notices within seconds that its run is
-gone and stops itself (``watch_parent_run``); anything else (the ephemeral Prefect API server) is stopped by
-the next run before it starts (``stop_leftovers``).
+gone, puts back params.yaml if the run had overridden it, and stops itself (``watch_parent_run``); anything
+else (the ephemeral Prefect API server) is stopped by the next run before it starts (``stop_leftovers``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from finsent.errors import FinsentError
+from finsent.overrides import restore_leftover
 
 RUN_PID = "FINSENT_RUN_PID"
 PROJECT = "FINSENT_PROJECT"
@@ -135,6 +136,10 @@ def watch_parent_run(what: str) -> None:
         while _alive(int(run)):
             time.sleep(POLL_SECONDS)
         print(f"finsent: {what}: its run (pid {run}) is gone; stopping", flush=True)
+        project = os.environ.get(PROJECT)
+        if project:  # the killed run cannot put its -S / --data overrides back itself
+            with contextlib.suppress(OSError):
+                restore_leftover(Path(project), only_run=int(run))
         os._exit(137)
 
     threading.Thread(target=watch, name="finsent-run-watch", daemon=True).start()

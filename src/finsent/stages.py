@@ -110,7 +110,8 @@ def _train(call: Call) -> dict | None:
     from finsent.train.fit import fit
 
     summary = fit(call["input"], call.params, call["out"], call["report"],
-                  checkpoint_root=state_dir(call.root) / "checkpoints", curve_out=call["curve"])
+                  checkpoint_root=state_dir(call.root) / "checkpoints", curve_out=call["curve"],
+                  history_csv=call["history"])
     if not is_main():  # a data-parallel rank other than 0 reports nothing
         return None
     return {k: summary[k] for k in ("method", "best_epoch", "best_val_macro_f1", "trainable_params", "trainable_pct",
@@ -120,7 +121,8 @@ def _train(call: Call) -> dict | None:
 def _evaluate(call: Call) -> dict:
     from finsent.evaluate.metrics import evaluate
 
-    metrics = evaluate(call["input"], call["test"], call.params.eval, call["out"])
+    metrics = evaluate(call["input"], call["test"], call.params.eval, call["out"], headline_out=call["metrics"],
+                       labels_out=call["labels"])
     return {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1")}
 
 
@@ -147,10 +149,13 @@ STAGES: tuple[Stage, ...] = (
           outputs={"out": "data/tokenized"}, params=("labels", "model"),
           libraries=("transformers", "tokenizers", "pandas", "pyarrow", "numpy"), required=("input",)),
     Stage("train", _train, inputs={"input": "data/tokenized"},
-          outputs={"out": "models/adapter", "report": "reports/train.json", "curve": "reports/train_curve.png"},
+          outputs={"out": "models/adapter", "report": "reports/train.json", "curve": "reports/train_curve.png",
+                   "history": "reports/train_history.csv"},
           params=("labels", "model", "peft", "train"), libraries=MODEL_LIBRARIES, required=("input", "report")),
     Stage("evaluate", _evaluate, inputs={"input": "models/adapter", "test": "data/processed/split/test.parquet"},
-          outputs={"out": "reports/eval"}, params=("eval",), libraries=MODEL_LIBRARIES, required=("input", "test")),
+          outputs={"out": "reports/eval", "labels": "reports/test_labels.csv"},
+          metrics={"metrics": "reports/test_metrics.json"}, params=("eval",), libraries=MODEL_LIBRARIES,
+          required=("input", "test")),
 )
 NAMES = tuple(stage.name for stage in STAGES)
 BY_NAME = {stage.name: stage for stage in STAGES}
@@ -288,7 +293,20 @@ def dvc_stages() -> dict:
     return stages
 
 
+def dvc_plots() -> list:
+    """dvc.yaml's top-level ``plots:``: what `dvc plots show` draws (and `dvc plots diff` compares)."""
+    evaluated = path("evaluate", "out")
+    return [
+        {"training-curve": {"x": "epoch", "y": {path("train", "history"): ["train_loss", "val_loss", "val_macro_f1"]},
+                            "title": "loss and validation macro-F1 per epoch"}},
+        {"test-confusion": {"template": "confusion", "x": "actual", "y": {path("evaluate", "labels"): "predicted"},
+                            "title": "test split: actual vs predicted"}},
+        path("train", "curve"), f"{evaluated}/confusion_matrix.png", f"{evaluated}/reliability_diagram.png",
+    ]
+
+
 def dvc_yaml() -> str:
     import yaml
 
-    return GENERATED_HEADER + yaml.safe_dump({"stages": dvc_stages()}, sort_keys=False, width=120)
+    return GENERATED_HEADER + yaml.safe_dump({"stages": dvc_stages(), "plots": dvc_plots()}, sort_keys=False,
+                                             width=120)

@@ -93,8 +93,17 @@ def latency_ratio_to_base(model, tokenizer, meta: dict, texts: list[str], repeat
             "latency_base_batch_ms": float(np.median([plain for _, plain in pairs]) * 1000)}
 
 
+def headline(metrics: dict, labels: list[str]) -> dict:
+    """The test figures a reader compares between runs (``dvc metrics show/diff``), without counts or timings."""
+    keys = ["accuracy", "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high", "ece", "brier",
+            *(f"{kind}_{name}" for kind in ("f1", "recall") for name in labels)]
+    return {key: round(metrics[key], 6) for key in keys if key in metrics}
+
+
 def evaluate(bundle_dir: Path, test_split: Path, settings: EvalParams, out_dir: Path, bootstrap_resamples: int = 1000,
-             seed: int = 0) -> dict:
+             seed: int = 0, headline_out: Path | None = None, labels_out: Path | None = None) -> dict:
+    """Score the test split: everything into ``out_dir``; the headline figures (DVC metrics) and the
+    actual/predicted label of every test row (DVC's confusion-matrix plot) to their own files when asked."""
     model, tokenizer, meta = load_bundle(bundle_dir)
     labels = meta["labels"]
     test = pd.read_parquet(test_split)
@@ -120,4 +129,10 @@ def evaluate(bundle_dir: Path, test_split: Path, settings: EvalParams, out_dir: 
     for i, name in enumerate(labels):
         predictions[f"prob_{name}"] = probabilities[:, i]
     predictions.to_parquet(out_dir / "test_predictions.parquet", index=False)
+    if headline_out is not None:
+        headline_out.parent.mkdir(parents=True, exist_ok=True)
+        headline_out.write_text(json.dumps(headline(metrics, labels), indent=2) + "\n")
+    if labels_out is not None:
+        labels_out.parent.mkdir(parents=True, exist_ok=True)
+        predictions[["label", "predicted"]].rename(columns={"label": "actual"}).to_csv(labels_out, index=False)
     return metrics

@@ -27,7 +27,7 @@ from finsent.features import TOKENIZER_DIR, load_tokenizer
 from finsent.train import checkpoint, distributed
 from finsent.train.methods import (after_best_weights_restored, after_optimizer_step, build_trainable,
                                    count_parameters)
-from finsent.train.report import plot_curve
+from finsent.train.report import plot_curve, write_history
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
@@ -155,6 +155,7 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
+    started = time.perf_counter()
     cfg = params.train
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -190,6 +191,7 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
     position = (checkpoint.load(folder, model, optimizer, scheduler) if folder else None) or {
         "step": 0, "epoch": 1, "batch": 0, "running": 0.0, "history": [], "best_f1": -1.0, "best_state": None,
         "since_best": 0}
+    position.setdefault("steps", [])  # per optimizer step: mean loss of its batches, learning rate used
     resumed_from = position["step"]
     if resumed_from:
         print(f"train: resuming from checkpoint at step {resumed_from}/{total_steps} (epoch {position['epoch']})")
@@ -202,6 +204,7 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
         epoch_started = time.perf_counter()
         skip = position["batch"] if epoch == position["epoch"] else 0
         running = position["running"] if epoch == position["epoch"] else 0.0
+        step_loss, step_rows = 0.0, 0  # checkpoints fall on step boundaries: a resumed step starts at zero
         for number, (inputs, labels) in enumerate(_batches(train, cfg.batch_size, tokenizer, cfg.seed + epoch,
                                                                   cfg.group_by_length), 1):
             if number <= skip:
@@ -212,12 +215,17 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
             loss = _loss(output, labels, weights, cfg.label_smoothing)
             (loss / cfg.grad_accum_steps).backward()
             running += loss.item() * len(labels)
+            step_loss, step_rows = step_loss + loss.item() * len(labels), step_rows + len(labels)
             stepped_rows += len(labels)
             if number % cfg.grad_accum_steps and number != batches_per_epoch:
                 continue
+            used_rate = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
             position["step"] += 1
+            position["steps"].append({"step": position["step"], "train_loss": step_loss / step_rows,
+                                      "learning_rate": used_rate})
+            step_loss, step_rows = 0.0, 0
             after_optimizer_step(model, params.peft, position["step"])  # reads the gradients: before zero_grad
             optimizer.zero_grad(set_to_none=True)
             progress.update(1)
@@ -252,11 +260,12 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
     after_best_weights_restored(model, params.peft)
     model.eval()
     history = position["history"]
-    summary = {"history": history, "best_epoch": max(history, key=lambda h: h["val_macro_f1"])["epoch"],
+    summary = {"history": history, "steps": position["steps"], "best_epoch": max(history, key=lambda h: h["val_macro_f1"])["epoch"],
                "best_val_macro_f1": position["best_f1"], "device": device, "base_model": identity,
                "method": params.peft.method, "learning_rate": learning_rate, "optimizer_steps": position["step"],
                "resumed_from_step": resumed_from, "processes": world_size,
-               "train_samples_per_s": stepped_rows / stepping_seconds if stepping_seconds else None, **sizes}
+               "train_samples_per_s": stepped_rows / stepping_seconds if stepping_seconds else None,
+               "train_seconds": time.perf_counter() - started, **sizes}
     if folder:
         checkpoint.clear(folder)
     distributed.teardown()
@@ -274,8 +283,8 @@ def save_trained(model, summary: dict, params: Params, tokenized_dir: Path, out_
 
 
 def fit(tokenized_dir: Path, params: Params, out_dir: Path, history_out: Path,
-        checkpoint_root: Path | None = None, curve_out: Path | None = None) -> dict:
-    """Train, save the bundle to ``out_dir``, write the summary (and the training-curve plot)."""
+        checkpoint_root: Path | None = None, curve_out: Path | None = None, history_csv: Path | None = None) -> dict:
+    """Train, save the bundle to ``out_dir``, write the summary (and the training curve: plot, table)."""
     model, summary = train_model(tokenized_dir, params, checkpoint_root)
     if not distributed.is_main():
         return summary  # rank 0 writes the one bundle and report
@@ -285,4 +294,6 @@ def fit(tokenized_dir: Path, params: Params, out_dir: Path, history_out: Path,
     history_out.write_text(json.dumps(summary, indent=2))
     if curve_out is not None:
         plot_curve(summary["history"], curve_out, title=f"{params.peft.method}: best epoch {summary['best_epoch']}")
+    if history_csv is not None:
+        write_history(summary["history"], history_csv)
     return summary

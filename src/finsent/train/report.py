@@ -1,4 +1,5 @@
-"""The training-curve plot logged with every run: train/validation loss and validation macro-F1 per epoch."""
+"""The training curve of every run: train/validation loss and validation macro-F1 per epoch, as a picture
+(logged to MLflow) and as a table (``dvc plots show`` draws it, ``dvc plots diff`` compares runs)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,15 @@ def plot_curve(history: list[dict], out: Path, title: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
     plt.close(figure)
+
+
+def write_history(history: list[dict], out: Path) -> None:
+    """One CSV row per epoch: epoch, train_loss, val_loss, val_macro_f1."""
+    import csv
+
+    columns = ("epoch", "train_loss", "val_loss", "val_macro_f1")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows([row[column] for column in columns] for row in history)

@@ -13,20 +13,20 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
 from prefect.states import Failed
 
 from finsent import layout, stages
 from finsent.config import load_params
-from finsent.data.drift import check_drift, describe as describe_drift, stop_reason
+from finsent.data.drift import check_drift, stop_reason, summary_line
+from finsent.notify import flow_run_failed
 from finsent.registry import champion_profile, registry_state, tracking_step
-from finsent.release import (Promotion, compare_with_champion, gate_candidate, promote_candidate, publish_report,
-                             refuse, register_candidate)
+from finsent.release import (Promotion, compare_with_champion, gate_candidate, promote_in_turn, publish_report,
+                             register_candidate)
 from finsent.runtime import apply_defaults
+from finsent.tracking import FlowRunRecord, flow_run_record, link_artifact
 from finsent.versioning import push, reproduce_stage
 
 NETWORK_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # registry / remote calls
-PROMOTION_LIMIT = "finsent-promotion"  # Prefect global concurrency limit: promotions at a time
 
 
 def _params(root: Path):
@@ -74,26 +74,20 @@ def gate_task(root: Path) -> dict:
 
 @task(name="register", **NETWORK_RETRIES)
 @tracking_step("register")
-def register_task(root: Path, state: dict, verdict: dict) -> dict:
-    return register_candidate(root, _params(root), state, verdict)
+def register_task(root: Path, state: dict, verdict: dict, record: FlowRunRecord) -> dict:
+    return register_candidate(root, _params(root), state, verdict, record.run_id)
 
 
 @task(name="promote", **NETWORK_RETRIES)  # safe to retry: the alias moves by compare-and-set
 @tracking_step("promote")
-def promote_task(root: Path, registration: dict, verdict: dict, compared_with: str | None) -> Promotion:
-    return promote_candidate(_params(root), registration, verdict, compared_with)
-
-
-@task(name="refuse-promotion", **NETWORK_RETRIES)
-@tracking_step("promote")
-def refuse_task(root: Path, registration: dict, verdict: dict, decision: str) -> Promotion:
-    return refuse(_params(root), registration, verdict, decision)
+def promote_task(root: Path, registration: dict, verdict: dict, state: dict, comparison: dict) -> Promotion:
+    return promote_in_turn(_params(root), registration, verdict, state, comparison)
 
 
 @task(name="publish-report", **NETWORK_RETRIES)
 @tracking_step("publish report")
-def report_task(root: Path, registration: dict, verdict: dict, promotion: Promotion) -> None:
-    report = publish_report(root, _params(root), registration, verdict, promotion)
+def report_task(root: Path, registration: dict, verdict: dict, promotion: Promotion, record: FlowRunRecord) -> None:
+    report = publish_report(root, _params(root), registration, verdict, promotion, record.run_id)
     create_markdown_artifact(markdown=report, key="finsent-evaluation-report",
                              description=f"{registration['model_name']} v{registration['version']}")
 
@@ -103,32 +97,6 @@ def push_task(root: Path) -> int:
     return push(root)
 
 
-def promotion_slot(schedule):
-    """A slot of the global concurrency limit PROMOTION_LIMIT (a context manager), the limit created with
-    ``schedule.concurrency_limit`` slots when missing: Prefect 3 skips a limit that does not exist with only a
-    warning. Works on any Prefect API, the embedded ephemeral one of `finsent run` included."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-    from prefect.concurrency.sync import concurrency
-    from prefect.context import FlowRunContext
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(PROMOTION_LIMIT)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=PROMOTION_LIMIT, limit=schedule.concurrency_limit))
-            except ObjectAlreadyExists:  # another run created it meanwhile
-                pass
-    context = FlowRunContext.get()
-    holder = (ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
-              if context is not None and context.flow_run is not None else None)
-    return concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=schedule.promotion_timeout_seconds, holder=holder)
-
-
 def _ensure_crash_detection() -> None:
     from pipelines.crash_detection import ensure_crash_detection
 
@@ -136,22 +104,6 @@ def _ensure_crash_detection() -> None:
         ensure_crash_detection()
     except Exception as exc:  # e.g. a server without automations: a warning, the run goes on
         print(f"  warning: crash detection automation not created ({type(exc).__name__}: {exc})", flush=True)
-
-
-def notify_failure(flow, flow_run, state) -> None:
-    """on_failure / on_crashed hook: report the run (a log line; a POST when FINSENT_WEBHOOK_URL is set).
-    An interactive `finsent run` without a webhook is left alone: its CLI prints the failure as its one error line."""
-    import os
-
-    from finsent import notify
-
-    if flow_run.deployment_id is None and not os.environ.get(notify.WEBHOOK_ENV):
-        return
-    notify.send("training.failed", f"flow run '{flow_run.name}' of {flow.name} ended {state.name}: {state.message}",
-                {"flow": flow.name, "flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
-                 "state": state.name, "state_message": state.message,
-                 "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None,
-                 "project_dir": (flow_run.parameters or {}).get("project_dir")})
 
 
 def _run_name() -> str:
@@ -164,7 +116,7 @@ def _run_name() -> str:
         return "train"
 
 
-@flow(name="finsent-training", flow_run_name=_run_name, on_failure=[notify_failure], on_crashed=[notify_failure])
+@flow(name="finsent-training", flow_run_name=_run_name, on_failure=[flow_run_failed], on_crashed=[flow_run_failed])
 def training_flow(project_dir: str) -> dict:
     root = Path(project_dir)
     # A worker's flow run did not come through the CLI: the project's embedded stores unless the worker's
@@ -172,37 +124,28 @@ def training_flow(project_dir: str) -> dict:
     apply_defaults(root)
     if os.environ.get("PREFECT_API_URL"):  # a server, shared by runs that may outlive their worker
         _ensure_crash_detection()
-    outcomes = []
-    for name in stages.NAMES:
-        outcome = stage_task(root, name)
-        outcomes.append(outcome)
-        if outcome["error"]:
-            return Failed(message=f"stage '{name}': {outcome['error']}")
-        done = stages.stage(name).done
-        print(f"  {name:<9} {done if outcome['ran'] else 'unchanged, skipped (DVC cache)'}", flush=True)
-        if name == "validate":  # drift is judged before any training time is spent
-            drift = drift_task(root, reference_task(root))
-            if stop_reason(drift):
-                return Failed(message=stop_reason(drift))
-            print(f"  {'drift':<9} " + (f"vs {drift['reference']}: {describe_drift(drift)}"
-                                        + (" -- DRIFTED (warning)" if drift["drifted"] else "")
-                                        if drift["compared"] else drift["why"]), flush=True)
-    state = state_task(root)
-    comparison = compare_task(root, state)
-    verdict = gate_task(root)
-    registration = register_task(root, state, verdict)
-    schedule = _params(root).schedule
-    try:
-        with promotion_slot(schedule):  # one promotion at a time; the registry's compare-and-set stays the 2nd guard
-            promotion = promote_task(root, registration, verdict, comparison["champion_version"] or
-                                     (state["champion"] if state["champion"] == state["existing_version"] else None))
-    except AcquireConcurrencySlotTimeoutError:
-        promotion = refuse_task(root, registration, verdict,
-                                f"refused: no '{PROMOTION_LIMIT}' slot within {schedule.promotion_timeout_seconds} s "
-                                f"(another run is promoting, or a killed one left its slot taken: "
-                                f"prefect gcl update {PROMOTION_LIMIT} --active-slots 0); "
-                                f"v{registration['version']} registered without alias")
-    report_task(root, registration, verdict, promotion)
-    pushed = push_task(root)
+    with flow_run_record(root, _params(root)) as record:  # one MLflow run, as long as this flow run
+        link_artifact(record)
+        outcomes = []
+        for name in stages.NAMES:
+            outcome = stage_task(root, name)
+            outcomes.append(outcome)
+            if outcome["error"]:
+                return Failed(message=record.fail(f"stage '{name}': {outcome['error']}"))
+            done = stages.stage(name).done
+            print(f"  {name:<9} {done if outcome['ran'] else 'unchanged, skipped (DVC cache)'}", flush=True)
+            if name == "validate":  # drift is judged before any training time is spent
+                drift = drift_task(root, reference_task(root))
+                if stop_reason(drift):
+                    return Failed(message=record.fail(stop_reason(drift)))
+                print(f"  {'drift':<9} {summary_line(drift)}" + (" (warning)" if drift["drifted"] else ""),
+                      flush=True)
+        state = state_task(root)
+        comparison = compare_task(root, state)
+        verdict = gate_task(root)
+        registration = register_task(root, state, verdict, record)
+        promotion = promote_task(root, registration, verdict, state, comparison)
+        report_task(root, registration, verdict, promotion, record)
+        pushed = push_task(root)
     return {"stages": outcomes, "drift": drift, "gate": verdict, "registration": registration, "promotion": promotion,
             "comparison": comparison, "pushed_files": pushed, "metrics": _read(root, layout.METRICS)}

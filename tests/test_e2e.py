@@ -65,7 +65,80 @@ def test_validation_evidence_is_found_from_the_mlflow_run(project, first_run, tm
     assert accounting["rows_read"] == (accounting["rows_accepted"] + accounting["rows_quarantined"]
                                        + accounting["duplicates_merged"])
     assert json.loads((local / "ingest.json").read_text())["files"][0]["source"] == "slice.csv"
-    assert client.get_run(run_id).data.metrics["data_rows_read"] == 180
+    assert client.get_run(run_id).data.params["data_rows_read"] == "180"
+
+
+def test_dvc_metrics_and_plots_show_the_run(project, first_run, tmp_path):
+    """`dvc metrics show` has the test figures; `dvc plots show` draws the training curve, the confusion matrix
+    and the run's pictures."""
+    import json
+    import subprocess
+    import sys
+
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    shown = subprocess.run([dvc, "metrics", "show", "--json"], cwd=project, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    workspace = next(iter(json.loads(shown.stdout).values()))  # keyed by revision: the workspace's
+    test_metrics = workspace["data"]["reports/test_metrics.json"]["data"]
+    assert {"accuracy", "macro_f1", "macro_f1_ci_low", "ece", "f1_negative"} <= set(test_metrics)
+    drawn = subprocess.run([dvc, "plots", "show", "--json", "-o", str(tmp_path / "plots")], cwd=project,
+                           capture_output=True, text=True)
+    assert drawn.returncode == 0, drawn.stderr
+    assert {"training-curve", "test-confusion", "reports/train_curve.png",
+            "reports/eval/confusion_matrix.png"} <= set(json.loads(drawn.stdout)["data"]), drawn.stdout[:2000]
+
+
+def test_the_mlflow_ui_shows_the_flow_run(project, first_run):
+    """Through the REST API of `mlflow ui` on the run's own store: one run as long as the flow (longer than the
+    training), named for a person, MLflow's git tag, the three splits as datasets, a loss and learning rate per
+    optimizer step, test metrics prefixed, counts as params, the report as run and version description."""
+    import json
+    import subprocess
+    import sys
+    import urllib.parse
+    import urllib.request
+
+    from servers import free_port, start_process, stop_process
+
+    port = free_port()
+    store = project / ".finsent"
+    ui = start_process([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
+                        f"sqlite:///{store / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port)],
+                       {k: v for k, v in __import__("os").environ.items() if not k.startswith("MLFLOW_")},
+                       f"http://127.0.0.1:{port}/health", project / "mlflow-ui.log")
+
+    def get(path: str, **query) -> dict:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return json.loads(response.read())
+
+    try:
+        version = get("registered-models/alias", name="finsent-sentiment", alias="champion")["model_version"]
+        run = get("runs/get", run_id=version["run_id"])["run"]
+        steps = get("metrics/get-history", run_id=version["run_id"], metric_key="train_loss_step")["metrics"]
+        rates = get("metrics/get-history", run_id=version["run_id"], metric_key="learning_rate")["metrics"]
+    finally:
+        stop_process(ui)
+    train = json.loads((project / "reports" / "train.json").read_text())
+    info, data = run["info"], run["data"]
+    tags = {t["key"]: t["value"] for t in data["tags"]}
+    metrics = {m["key"] for m in data["metrics"]}
+    params = {p["key"]: p["value"] for p in data["params"]}
+    assert info["status"] == "FINISHED"
+    assert (int(info["end_time"]) - int(info["start_time"])) / 1000 >= train["train_seconds"]
+    assert info["run_name"].startswith("train · slice.csv · lora · 20"), info["run_name"]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == commit
+    datasets = {d["dataset"]["name"]: {t["key"]: t["value"] for t in d.get("tags", [])}
+                for d in run["inputs"]["dataset_inputs"]}
+    assert set(datasets) == {"train", "val", "test"} and all(len(d["dvc.md5"]) == 32 for d in datasets.values())
+    assert len(steps) > 3 and len(rates) == len(steps), "per optimizer step, more points than the 3 epochs"
+    assert {"test_macro_f1", "test_accuracy", "test_ece", "val_macro_f1"} <= metrics
+    assert not {"macro_f1", "support_negative", "test_rows", "adapter_bytes"} & metrics, "counts are params"
+    assert int(params["test_rows"]) == json.loads((project / "reports/eval/metrics.json").read_text())["test_rows"]
+    assert "peft.lora.r" in params and not any(key.startswith("peft.ia3.") for key in params), "the chosen method only"
+    assert tags["mlflow.note.content"].startswith("# finsent evaluation report")
+    assert version["description"] == tags["mlflow.note.content"]
 
 
 def test_champion_loads_offline_and_predicts(project, first_run):

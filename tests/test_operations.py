@@ -357,7 +357,8 @@ import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from finsent.config import ScheduleParams
-from pipelines.training import AcquireConcurrencySlotTimeoutError, promotion_slot
+from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
+from finsent.release import promotion_slot
 
 folder, me, timeout, delay, hold = Path(sys.argv[2]), sys.argv[3], *map(float, sys.argv[4:7])
 (folder / f"ready-{me}").touch()

@@ -18,6 +18,7 @@ from finsent.config import EvalParams
 from finsent.evaluate.metrics import evaluate
 from finsent.promotion import promote
 from finsent.registry import find_version, log_candidate, register
+from finsent.tracking import open_run
 from finsent.train.fit import fit
 
 from servers import free_port, wait_for
@@ -42,7 +43,7 @@ def _candidate(root, params, fingerprint, passed=True):
                "checks": [{"gate": "min_macro_f1", "metric": "macro_f1", "observed": 0.5, "threshold": 0.1,
                            "kind": "absolute", "passed": passed}]}
     lineage = {"code": {"commit": "abc", "dirty": False}, "dvc_lock": "stages: {}\n"}
-    run_id, uri = log_candidate(root, params, fingerprint, verdict, lineage)
+    run_id, uri = log_candidate(root, params, fingerprint, verdict, lineage, open_run(root, params).run_id)
     return register(uri, params.registry, fingerprint, verdict, run_id)
 
 

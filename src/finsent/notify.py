@@ -68,3 +68,15 @@ def send(event: str, message: str, details: dict | None = None) -> dict:
     except Exception:  # pragma: no cover - a closed stderr must not turn a notification into a failure
         logging.getLogger(__name__).debug("could not write the notification line", exc_info=True)
     return {"event": event, "message": message, "webhook": status}
+
+
+def flow_run_failed(flow, flow_run, state) -> None:
+    """Prefect on_failure / on_crashed hook of the training flow: ``send`` "training.failed". An interactive
+    `finsent run` without a webhook is left alone: its CLI prints the failure as its one error line."""
+    if flow_run.deployment_id is None and not os.environ.get(WEBHOOK_ENV):
+        return
+    send("training.failed", f"flow run '{flow_run.name}' of {flow.name} ended {state.name}: {state.message}",
+         {"flow": flow.name, "flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
+          "state": state.name, "state_message": state.message,
+          "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None,
+          "project_dir": (flow_run.parameters or {}).get("project_dir")})

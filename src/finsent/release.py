@@ -23,6 +23,7 @@ from finsent.versioning import code_revision, lock_text
 
 PROMOTED, ALREADY_CHAMPION, GATE_FAILED, REFUSED = "promoted", "already champion", "gate failed", "refused"
 PROMOTION_TAG = "finsent.promotion"
+PROMOTION_LIMIT = "finsent-promotion"  # Prefect global concurrency limit: promotions at a time
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,14 @@ def write_report(root: Path, params: Params, verdict: dict, promotion: Promotion
     return report
 
 
-def register_candidate(root: Path, params: Params, state: dict, verdict: dict) -> dict:
-    """Log the run and register the adapter (or find the version already registered for it), with its lineage."""
+def register_candidate(root: Path, params: Params, state: dict, verdict: dict, flow_run_id: str) -> dict:
+    """Log the candidate into the flow's MLflow run and register the adapter (or find the version already
+    registered for it), with its lineage."""
     lineage = {"code": code_revision(root), "dvc_lock": lock_text(root),
                "base_model": _read(root, layout.TRAIN_REPORT)["base_model"],
                "validation": _read(root, layout.VALIDATION_REPORT)["accounting"],
                "drift": _read(root, layout.DRIFT_REPORT), "gate": verdict}
-    return get_or_register(root, params, state, verdict, lineage)
+    return get_or_register(root, params, state, verdict, lineage, flow_run_id)
 
 
 def promote_candidate(params: Params, registration: dict, verdict: dict, compared_with: str | None) -> Promotion:
@@ -123,6 +125,52 @@ def promote_candidate(params: Params, registration: dict, verdict: dict, compare
                                   if event["from_version"] else ""), event["from_version"])
 
 
+def promotion_slot(schedule):
+    """A slot of the global concurrency limit PROMOTION_LIMIT (a context manager), the limit created with
+    ``schedule.concurrency_limit`` slots when missing: Prefect 3 skips a limit that does not exist with only a
+    warning. Works on any Prefect API, the embedded ephemeral one of `finsent run` included."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.concurrency.sync import concurrency
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(PROMOTION_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=PROMOTION_LIMIT, limit=schedule.concurrency_limit))
+            except ObjectAlreadyExists:  # another run created it meanwhile
+                pass
+    context = FlowRunContext.get()
+    holder = (ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
+              if context is not None and context.flow_run is not None else None)
+    return concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=schedule.promotion_timeout_seconds, holder=holder)
+
+
+def promote_in_turn(params: Params, registration: dict, verdict: dict, state: dict, comparison: dict) -> Promotion:
+    """One promotion at a time (``promotion_slot``; the registry's compare-and-set stays the second guard), then
+    ``promote_candidate`` against the champion this candidate was compared with. No slot within
+    ``schedule.promotion_timeout_seconds``: refused, registered without alias."""
+    from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
+
+    compared_with = comparison["champion_version"] or (
+        state["champion"] if state["champion"] == state["existing_version"] else None)
+    schedule = params.schedule
+    try:
+        with promotion_slot(schedule):
+            return promote_candidate(params, registration, verdict, compared_with)
+    except AcquireConcurrencySlotTimeoutError:
+        return refuse(params, registration, verdict,
+                      f"refused: no '{PROMOTION_LIMIT}' slot within {schedule.promotion_timeout_seconds} s "
+                      f"(another run is promoting, or a killed one left its slot taken: "
+                      f"prefect gcl update {PROMOTION_LIMIT} --active-slots 0); "
+                      f"v{registration['version']} registered without alias")
+
+
 def refuse(params: Params, registration: dict, verdict: dict, decision: str) -> Promotion:
     """A candidate that passed its gates but whose promotion was refused: tagged and recorded in the history."""
     from mlflow import MlflowClient
@@ -134,11 +182,15 @@ def refuse(params: Params, registration: dict, verdict: dict, decision: str) -> 
     return Promotion(REFUSED, decision)
 
 
-def publish_report(root: Path, params: Params, registration: dict, verdict: dict, promotion: Promotion) -> str:
-    """The evaluation report with the decision, written and logged to the candidate's MLflow run -> its text."""
+def publish_report(root: Path, params: Params, registration: dict, verdict: dict, promotion: Promotion,
+                   flow_run_id: str) -> str:
+    """The evaluation report with the decision: written, logged to the flow's MLflow run as a file and as its
+    description, and set as the model version's description -> its text."""
     from mlflow import MlflowClient
 
     report = write_report(root, params, verdict, promotion)
-    if registration["run_id"]:
-        MlflowClient().log_text(registration["run_id"], report, layout.EVAL_REPORT_MD)
+    client = MlflowClient()
+    client.log_text(flow_run_id, report, layout.EVAL_REPORT_MD)
+    client.set_tag(flow_run_id, "mlflow.note.content", report)  # the run's description in the MLflow UI
+    client.update_model_version(registration["model_name"], registration["version"], description=report)
     return report

@@ -11,7 +11,7 @@ from pathlib import Path
 from finsent import layout, stages
 from finsent.config import load_params
 from finsent.errors import FinsentError
-from finsent.data.drift import describe as describe_drift
+from finsent.data.drift import summary_line
 from finsent.evaluate.gates import describe
 from finsent.runtime import tracking_uri
 
@@ -110,8 +110,7 @@ def print_summary(root: Path, params, result: dict) -> None:
     print(f"  data: read {data['rows_read']} = accepted {data['rows_accepted']} + quarantined "
           f"{data['rows_quarantined']} ({layout.QUARANTINE}) + duplicates merged {data['duplicates_merged']}")
     drift = result["drift"]
-    print(f"  drift: {'vs ' + drift['reference'] + ': ' + describe_drift(drift) if drift['compared'] else drift['why']}"
-          + (" -- DRIFTED" if drift["drifted"] else ""))
+    print(f"  drift: {summary_line(drift)}")
     print(f"  test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
           f"(95 % CI {metrics['macro_f1_ci_low']:.3f}-{metrics['macro_f1_ci_high']:.3f}) "
           f"on {metrics['test_rows']} held-out sentences; ECE {metrics['ece']:.3f}")

@@ -69,6 +69,13 @@ def describe(report: dict) -> str:
     return "; ".join(f"{c['check']} {c['observed']} (max {c['threshold']})" for c in report["checks"])
 
 
+def summary_line(report: dict) -> str:
+    """What a run prints about drift: 'vs <champion>: <checks>' (+ ' -- DRIFTED'), or why nothing was compared."""
+    if not report["compared"]:
+        return report["why"]
+    return f"vs {report['reference']}: {describe(report)}" + (" -- DRIFTED" if report["drifted"] else "")
+
+
 def check_drift(reference: dict | None, reference_name: str, current_profile: Path, params: DriftParams,
                 out: Path) -> dict:
     """Compare the current profile with the reference (None: nothing to compare with) and write the report."""

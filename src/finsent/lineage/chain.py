@@ -112,14 +112,24 @@ def build_chain(ref: str) -> dict:
                         "data_docs": _docs_link(client, run.info.run_id) if run else None}
                        if _present(found["validation"]) else found["validation"]),
         "drift": found["drift"],
-        "evaluation": ({k: run.data.metrics[k] for k in HEADLINE_METRICS if k in run.data.metrics}
-                       if run and run.data.metrics else {"missing": "the run logged no metrics"}),
+        "evaluation": (_headline(run) if run and run.data.metrics else {"missing": "the run logged no metrics"}),
         "gate": found["gate"],
         "decisions": _decisions(client, version.name, str(version.version)),
         "base_model": lineage["base_model"] if _present(lineage) else lineage,
     }
     chain["dvc_lock_text"] = found["dvc_lock"] if isinstance(found["dvc_lock"], str) else None
     return chain
+
+
+def _headline(run) -> dict:
+    """The test figures of the run: metrics named test_<name> (a count, test_rows, is a param); a run logged
+    before the prefix has them unprefixed."""
+    found = {}
+    for key in HEADLINE_METRICS:
+        value = run.data.metrics.get(f"test_{key}", run.data.metrics.get(key, run.data.params.get(key)))
+        if value is not None:
+            found[key] = float(value)
+    return found
 
 
 def _docs_link(client, run_id: str) -> str | dict:

@@ -138,7 +138,24 @@ def test_the_mlflow_ui_shows_the_flow_run(project, first_run):
     assert int(params["test_rows"]) == json.loads((project / "reports/eval/metrics.json").read_text())["test_rows"]
     assert "peft.lora.r" in params and not any(key.startswith("peft.ia3.") for key in params), "the chosen method only"
     assert tags["mlflow.note.content"].startswith("# finsent evaluation report")
-    assert version["description"] == tags["mlflow.note.content"]
+    assert version["description"].startswith("# Model card: finsent-sentiment v1")
+    assert tags["mlflow.note.content"].split("\n", 2)[2] in version["description"], "the card holds the report"
+
+
+def test_the_model_card_is_printed_and_named_by_the_lineage(project, first_run):
+    card = finsent(project, "card", "1")
+    assert card.returncode == 0, card.stderr
+    text = card.stdout
+    assert text.startswith("# Model card: finsent-sentiment v1")
+    for part in ("## Training data", "| slice.csv |", "Read 180 rows = accepted 180", "| test | 36 |",
+                 "## Known limitations (measured on the test split)", "- Lowest recall: **",
+                 "Error rate by text length", "## Gates: PASSED", "## Decision"):
+        assert part in text, part
+    assert finsent(project, "card", "finsent-sentiment@champion").stdout == text
+    lineage = finsent(project, "lineage", "finsent-sentiment/1").stdout
+    assert "model card  `finsent card finsent-sentiment/1`" in lineage
+    refused = finsent(project, "card", "9")
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
 
 def test_champion_loads_offline_and_predicts(project, first_run):

@@ -287,6 +287,19 @@ def _registry(args):
     return MlflowClient(), _params(args).registry
 
 
+def cmd_card(args) -> None:
+    """The model card of a version: its description in the registry (written by the run that registered it)."""
+    from finsent.lineage.chain import resolve
+
+    client, registry = _registry(args)
+    ref = f"{registry.model_name}/{args.ref}" if args.ref.isdigit() else args.ref
+    version = resolve(client, ref)
+    if not (version.description or "").startswith(layout.CARD_HEADING):
+        raise FinsentError(f"{ref} has no model card (its description is not one; versions registered by "
+                           f"`finsent run` carry one)")
+    print(version.description, end="")
+
+
 def cmd_history(args) -> None:
     from datetime import datetime, timezone
 
@@ -459,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"bundle folder (default: {layout.ADAPTER_DIR})")
     export.add_argument("--out", required=True, help="folder for the merged model")
     export.set_defaults(func=cmd_export)
+    card = commands.add_parser("card", help="print the model card of a registered version: data, model, test figures, "
+                                            "known limitations, gates, decision")
+    card.add_argument("ref", help="a version number of the project's model, or <name>@<alias> / <name>/<version>; "
+                                  "e.g. finsent card 1, finsent card finsent-sentiment@champion")
+    card.set_defaults(func=cmd_card)
+
     history = commands.add_parser("history", help="alias history of the registered model (who was champion when)")
     history.add_argument("--at", help="ISO date/time: print the champion at that moment (UTC unless given)")
     history.set_defaults(func=cmd_history)

@@ -33,4 +33,6 @@ DRIFT_REPORT = "reports/drift.json"
 GATE_REPORT = "reports/gate.json"
 COMPARISON = "reports/comparison.json"
 EVAL_REPORT_MD = "reports/evaluation_report.md"
+MODEL_CARD = "reports/model_card.md"  # + model_card.html; the model version's description
+CARD_HEADING = "# Model card: "
 

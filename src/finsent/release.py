@@ -184,13 +184,23 @@ def refuse(params: Params, registration: dict, verdict: dict, decision: str) -> 
 
 def publish_report(root: Path, params: Params, registration: dict, verdict: dict, promotion: Promotion,
                    flow_run_id: str) -> str:
-    """The evaluation report with the decision: written, logged to the flow's MLflow run as a file and as its
-    description, and set as the model version's description -> its text."""
+    """The evaluation report with the decision (logged to the flow's MLflow run as a file and as its description)
+    and the model card around it (logged beside it, Markdown and HTML, and set as the model version's
+    description when the version is new or was just promoted: an unchanged re-run keeps the card that
+    recorded its decision) -> the report."""
     from mlflow import MlflowClient
 
+    from finsent.evaluate.card import model_card, write_card
+
     report = write_report(root, params, verdict, promotion)
+    card = write_card(root, model_card(root, registration["model_name"], registration["version"], params.labels,
+                                       report))
     client = MlflowClient()
     client.log_text(flow_run_id, report, layout.EVAL_REPORT_MD)
+    for file in (card, card.with_suffix(".html")):
+        client.log_artifact(flow_run_id, str(file), layout.REPORTS_DIR)
     client.set_tag(flow_run_id, "mlflow.note.content", report)  # the run's description in the MLflow UI
-    client.update_model_version(registration["model_name"], registration["version"], description=report)
+    if registration["new_version"] or promotion.promoted:
+        client.update_model_version(registration["model_name"], registration["version"],
+                                    description=card.read_text())
     return report

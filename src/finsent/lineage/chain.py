@@ -116,6 +116,10 @@ def build_chain(ref: str) -> dict:
         "gate": found["gate"],
         "decisions": _decisions(client, version.name, str(version.version)),
         "base_model": lineage["base_model"] if _present(lineage) else lineage,
+        "model_card": ({"command": f"finsent card {version.name}/{version.version}",
+                        "where": "the model version's description; reports/model_card.md (+ .html) in its run"}
+                       if (version.description or "").startswith(layout.CARD_HEADING)
+                       else {"missing": "the version's description is no model card"}),
     }
     chain["dvc_lock_text"] = found["dvc_lock"] if isinstance(found["dvc_lock"], str) else None
     return chain
@@ -211,4 +215,6 @@ def render(chain: dict) -> str:
     base = chain["base_model"]
     lines.append("base model  " + (missing(base) or f"{base['base']} ({base.get('revision')})  sha256 "
                                     f"{base['weights_sha256']}  path {base['path']}"))
+    card = chain["model_card"]
+    lines.append("model card  " + (missing(card) or f"`{card['command']}` ({card['where']})"))
     return "\n".join(lines)

@@ -81,7 +81,7 @@ def register_task(root: Path, state: dict, verdict: dict, record: FlowRunRecord)
 @task(name="promote", **NETWORK_RETRIES)  # safe to retry: the alias moves by compare-and-set
 @tracking_step("promote")
 def promote_task(root: Path, registration: dict, verdict: dict, state: dict, comparison: dict) -> Promotion:
-    return promote_in_turn(_params(root), registration, verdict, state, comparison)
+    return promote_in_turn(root, _params(root), registration, verdict, state, comparison)
 
 
 @task(name="publish-report", **NETWORK_RETRIES)

@@ -253,8 +253,8 @@ def test_bad_input_is_one_line_and_moves_no_alias(project, first_run, tmp_path, 
 
 
 def test_worse_candidate_is_registered_but_never_champion(project, first_run):
-    set_params(project, train={"learning_rate": 0.0})  # 0 effective steps: a random head
-    worse = finsent(project, "run")
+    # learning rate 0: a random head however long it trains, so one epoch; -S leaves params.yaml as it is
+    worse = finsent(project, "run", "-S", "train.learning_rate=0.0", "-S", "train.epochs=1")
     assert worse.returncode == 1, worse.stdout + worse.stderr
     assert "version 2 [no alias] (new version)" in worse.stdout
     assert "(vs champion v1)" in worse.stderr and "gate failed" in worse.stderr

@@ -257,3 +257,39 @@ def test_a_verified_download_ignores_what_else_the_folder_holds(project, tmp_pat
     bundle = champion_bundle(params.registry, str(version.version), tmp_path / "shared")
     assert (bundle / "finsent_model.json").is_file()
     assert (tmp_path / "shared" / "test_predictions.parquet").read_bytes() == b"another artifact"
+
+
+def test_a_version_damaged_after_registration_is_not_servable_and_gets_no_alias(project, tokenized):  # noqa: F811
+    """Servability before any alias moves: the intact version, loaded from the registry in a fresh process,
+    reproduces the evaluation; one flipped byte in its stored weights fails the check, the promotion is refused
+    with the reason (decision and alias history), and no alias moves."""
+    import shutil
+
+    from finsent.promotion import history
+    from finsent.release import REFUSED, SERVABILITY_TAG, check_servable, promote_in_turn
+
+    root, params = project
+    (root / layout.TEST_SPLIT).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tokenized.parent / "split" / "test.parquet", root / layout.TEST_SPLIT)
+    version = _candidate(root, params, "fp-servable")
+    registration = {"model_name": params.registry.model_name, "version": str(version.version),
+                    "run_id": version.run_id, "new_version": True}
+    served = check_servable(root, params, registration)
+    assert served.passed, served.reason
+    client = MlflowClient()
+    assert client.get_model_version(params.registry.model_name, version.version).tags[SERVABILITY_TAG] \
+        .startswith("passed: loaded from the registry in a fresh process")
+
+    weights = _stored_files(params, version.version) / "data" / "adapter" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # one byte of the last tensor
+    weights.write_bytes(bytes(data))
+    verdict = {"passed": True, "compared_with_champion": None, "checks": []}
+    state = {"champion": None, "existing_version": None}
+    promotion = promote_in_turn(root, params, registration, verdict, state, {"champion_version": None})
+    assert promotion.outcome == REFUSED, promotion
+    assert "servability check failed" in promotion.decision and "adapter_model.safetensors changed" \
+        in promotion.decision, promotion.decision
+    assert client.get_model_version(params.registry.model_name, version.version).aliases == []
+    refusal = history(client, params.registry.model_name)[-1]
+    assert refusal["moved"] is False and "servability check failed" in refusal["reason"]

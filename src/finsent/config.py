@@ -260,6 +260,10 @@ class GateParams:
     max_class_recall_drop: float = 0.05
     require_significant_improvement: bool = False
     max_p_value: float = 0.05
+    # before an alias moves: the registered version, loaded in a fresh process as consumers load it, must
+    # reproduce the evaluation's labels, and its probabilities within this tolerance
+    servability_check: bool = True
+    servability_tolerance: float = 1e-5
 
 
 @dataclass(frozen=True)

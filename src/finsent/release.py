@@ -1,9 +1,10 @@
-"""What happens to a trained candidate after the stages: gate, register, promote (compare-and-set), report.
+"""What happens to a trained candidate after the stages: gate, register, check servable, promote
+(compare-and-set), report.
 
 Plain functions with typed results; the training flow only calls them in order and passes the results on.
 A candidate ends in exactly one ``Promotion.outcome``: promoted, already champion, gate failed, or refused
-(the champion moved after the comparison, or no promotion slot came free); only "gate failed" is a gate
-failure.
+(not servable as registered, the champion moved after the comparison, or no promotion slot came free);
+only "gate failed" is a gate failure.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from finsent import layout
+from finsent import layout, servability
 from finsent.config import Params
 from finsent.errors import FinsentError, GateFailed
 from finsent.evaluate.gates import describe, gate
 from finsent.evaluate.report import evaluation_report
 from finsent.promotion import ChampionMoved, promote, record_refusal
 from finsent.registry import get_or_register
+from finsent.servability import Servability
 from finsent.versioning import code_revision, lock_text
 
 PROMOTED, ALREADY_CHAMPION, GATE_FAILED, REFUSED = "promoted", "already champion", "gate failed", "refused"
 PROMOTION_TAG = "finsent.promotion"
 PROMOTION_LIMIT = "finsent-promotion"  # Prefect global concurrency limit: promotions at a time
+SERVABILITY_TAG = "finsent.servability"
 
 
 @dataclass(frozen=True)
@@ -151,11 +154,33 @@ def promotion_slot(schedule):
     return concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=schedule.promotion_timeout_seconds, holder=holder)
 
 
-def promote_in_turn(params: Params, registration: dict, verdict: dict, state: dict, comparison: dict) -> Promotion:
-    """One promotion at a time (``promotion_slot``; the registry's compare-and-set stays the second guard), then
-    ``promote_candidate`` against the champion this candidate was compared with. No slot within
+def check_servable(root: Path, params: Params, registration: dict) -> Servability:
+    """The registered version loaded from the registry in a fresh process must reproduce the evaluation; the
+    finding is tagged on the version."""
+    from mlflow import MlflowClient
+
+    name, version = registration["model_name"], registration["version"]
+    served = servability.check(f"models:/{name}/{version}", root / layout.TEST_SPLIT, root / layout.TEST_PREDICTIONS,
+                               params.gate.servability_tolerance)
+    MlflowClient().set_model_version_tag(name, version, SERVABILITY_TAG,
+                                         f"{'passed' if served.passed else 'FAILED'}: {served.reason}")
+    return served
+
+
+def promote_in_turn(root: Path, params: Params, registration: dict, verdict: dict, state: dict,
+                    comparison: dict) -> Promotion:
+    """A candidate that passed its gates is first checked servable (``check_servable``, when
+    ``gate.servability_check``; not again for the champion itself); then one promotion at a time
+    (``promotion_slot``; the registry's compare-and-set stays the second guard) and ``promote_candidate``
+    against the champion this candidate was compared with. Not servable, or no slot within
     ``schedule.promotion_timeout_seconds``: refused, registered without alias."""
     from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
+
+    if verdict["passed"] and params.gate.servability_check and state["champion"] != registration["version"]:
+        served = check_servable(root, params, registration)
+        if not served.passed:
+            return refuse(params, registration, verdict, f"refused: servability check failed: {served.reason}; "
+                                                         f"v{registration['version']} registered without alias")
 
     compared_with = comparison["champion_version"] or (
         state["champion"] if state["champion"] == state["existing_version"] else None)

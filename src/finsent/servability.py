@@ -1,0 +1,85 @@
+"""Servability: before an alias moves, the registered version must work as its consumers will load it.
+
+The version is loaded from the registry in a fresh process (``finsent.serving.load_model``: every stored file
+checked against its seal, then ``mlflow.pyfunc.load_model`` on that copy), scores the test rows, and must
+reproduce the evaluation's predictions: the same label for every row and each probability within the
+tolerance. A version that fails is registered but gets no alias, and the reason is the promotion decision.
+
+``python -m finsent.servability MODEL_URI TEST_PARQUET OUT_PARQUET`` is that fresh process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TIMEOUT_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class Servability:
+    passed: bool
+    reason: str  # what was checked and what was found: the report and the history show it
+
+
+def _compare(served: pd.DataFrame, evaluated: pd.DataFrame, tolerance: float) -> Servability:
+    merged = evaluated.merge(served, on="id", suffixes=("", "_served"))
+    if len(merged) != len(evaluated):
+        return Servability(False, f"scored {len(merged)} of the {len(evaluated)} test rows")
+    differing = int((merged["predicted"] != merged["label_served"]).sum())
+    columns = [c for c in evaluated.columns if c.startswith("prob_")]
+    drift = float(np.max(np.abs(merged[columns].to_numpy() - merged[[f"{c}_served" for c in columns]].to_numpy())))
+    if differing or drift > tolerance:
+        return Servability(False, f"the registered model does not reproduce the evaluation: {differing} of "
+                                  f"{len(merged)} labels differ, largest probability difference {drift:.2e} "
+                                  f"(tolerance {tolerance:.0e})")
+    return Servability(True, f"loaded from the registry in a fresh process: {len(merged)} test rows, same labels, "
+                             f"probabilities within {drift:.1e}")
+
+
+def check(model_uri: str, test_split: Path, evaluated_predictions: Path, tolerance: float) -> Servability:
+    """Load ``model_uri`` in a fresh process, score ``test_split`` and compare with the evaluation's predictions."""
+    with tempfile.TemporaryDirectory(prefix="finsent-servability-") as scratch:
+        out = Path(scratch) / "served.parquet"
+        try:
+            done = subprocess.run([sys.executable, "-m", "finsent.servability", model_uri, str(test_split), str(out)],
+                                  capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            return Servability(False, f"loading and scoring {model_uri} took over {TIMEOUT_SECONDS} s")
+        if done.returncode != 0:
+            why = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), "no message")
+            return Servability(False, f"{model_uri} does not load in a fresh process: {why}")
+        return _compare(pd.read_parquet(out), pd.read_parquet(evaluated_predictions), tolerance)
+
+
+def main(argv: list[str]) -> int:
+    """The fresh process: load as a consumer does, score, write id + label + probabilities."""
+    from finsent.errors import FinsentError
+    from finsent.runtime import quiet_libraries
+
+    quiet_libraries()
+    model_uri, test_split, out = argv
+    try:
+        from finsent.serving import load_model
+
+        test = pd.read_parquet(test_split)
+        scored = load_model(model_uri).predict(test[["text"]])
+    except FinsentError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except Exception as exc:  # any failure to load or score is the check's finding, in one line
+        print(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", file=sys.stderr)
+        return 1
+    scored.insert(0, "id", test["id"].to_numpy())
+    scored.to_parquet(out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

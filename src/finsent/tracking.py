@@ -9,6 +9,7 @@ other. The candidate's params, metrics, datasets, reports and model are logged i
 from __future__ import annotations
 
 import contextlib
+import getpass
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,8 @@ def _prefect_flow_run() -> dict[str, str]:
         found = {PREFECT_FLOW_RUN_TAG: flow_run.id, PREFECT_URL_TAG: flow_run.ui_url}
     except Exception:  # outside a flow run, or no API: nothing to link
         return {}
+    if not str(found[PREFECT_URL_TAG]).startswith(("http://", "https://")):  # the embedded API has no UI
+        found.pop(PREFECT_URL_TAG)
     return {key: str(value) for key, value in found.items() if value}
 
 
@@ -62,6 +65,7 @@ def open_run(root: Path, params: Params) -> FlowRunRecord:
     experiment_id = project_experiment_id(client, params.registry.experiment, root)
     commit = str(code_revision(root).get("commit"))
     tags = {"mlflow.source.git.commit": commit, "mlflow.source.name": "finsent run (pipelines/training.py)",
+            "mlflow.user": getpass.getuser(),
             "mlflow.source.type": "PROJECT", "finsent.version": __version__,
             "finsent.peft_method": params.peft.method, **_prefect_flow_run()}
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")

@@ -147,3 +147,19 @@ def test_version_is_one_line(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out == f"finsent {__version__}\n"
+
+
+def test_every_command_says_what_it_does_and_shows_an_example(capsys):
+    import argparse
+
+    from finsent.cli import build_parser, main
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in commands.choices:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        out = capsys.readouterr().out
+        assert done.value.code == 0, name
+        description = out.split("\n\n")[1]
+        assert description[0].isupper() and not description.startswith(("positional", "options")), (name, out)
+        assert f"finsent {name}" in out.split("example:\n")[1], (name, out)

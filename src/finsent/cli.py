@@ -402,6 +402,36 @@ def cmd_doctor(args) -> None:
         raise FinsentError(f"{', '.join(failed)}: not usable (see above)")
 
 
+EXAMPLES = {  # one real call per subcommand, shown by `finsent <command> --help`
+    "run": "finsent run -S train.epochs=2 --data data/incoming",
+    "validate": "finsent validate data/incoming/news.csv --out /tmp/checked",
+    "stage": "finsent stage split --input data/processed/accepted.parquet --out data/processed/split",
+    "dvc-yaml": "finsent dvc-yaml --check",
+    "lineage": "finsent lineage finsent-sentiment@champion && finsent lineage verify finsent-sentiment/1",
+    "reproduce": "finsent reproduce finsent-sentiment/1 --workdir /tmp/reproduced",
+    "monitor": "finsent monitor --input data/monitor/today.csv",
+    "serve": "PREFECT_API_URL=http://127.0.0.1:4200/api finsent serve",
+    "predict": 'finsent predict "Operating profit rose 20 % to EUR 3.1 mn" "The company swung to a net loss"',
+    "fetch": "finsent fetch models:/finsent-sentiment@champion --out served/champion",
+    "export": "finsent export --out merged-model",
+    "card": "finsent card 1",
+    "history": "finsent history --at 2026-11-28T21:00",
+    "rollback": 'finsent rollback --reason "bad outputs on Monday\'s news"',
+    "promote": 'finsent promote 7 --force --reason "hotfix approved by risk"',
+    "doctor": "finsent doctor",
+}
+
+
+def _explain(commands) -> None:
+    """Each subcommand's --help starts with what it does (its line in `finsent --help`) and ends with an example."""
+    for action in commands._choices_actions:  # argparse keeps each subcommand's help line only here
+        sub = commands.choices[action.dest]
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
+        sub.description = sub.description or f"{action.help[0].upper()}{action.help[1:]}."
+        if action.dest in EXAMPLES:
+            sub.epilog = f"example:\n  {EXAMPLES[action.dest]}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="finsent", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -512,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "with tune.applied naming study and trial")
     tune.add_argument("--params", default=argparse.SUPPRESS, help="params file (default: params.yaml)")
     tune.set_defaults(func=cmd_tune)
+    _explain(commands)
     return parser
 
 

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from finsent.config import RegistryParams
 from finsent.errors import FinsentError
-from finsent.promotion import ChampionMoved, champion_at, history, promote, record_refusal, rollback
+from finsent.promotion import ChampionMoved, champion_at, describe_event, history, promote, record_refusal, rollback
 
 from servers import drop_postgres_database, mlflow_server, postgres_database
 
@@ -117,6 +117,8 @@ def test_history_rollback_and_manual_override(versions):
     assert champion_at(events, first["time"]) == v1
     assert champion_at(events, "1970-01-01T00:00:00+00:00") is None
     assert champion_at(events, "9999-01-01T00:00:00+00:00") == v4
+    description = client.get_registered_model(params.model_name).description  # the registry UI's first view
+    assert description.startswith("# Alias history") and all(describe_event(e) in description for e in events)
 
 
 def test_rollback_without_previous_champion_is_a_clear_error(versions):

@@ -303,7 +303,7 @@ def cmd_card(args) -> None:
 def cmd_history(args) -> None:
     from datetime import datetime, timezone
 
-    from finsent.promotion import champion_at, history
+    from finsent.promotion import champion_at, describe_event, history
 
     client, registry = _registry(args)
     events = history(client, registry.model_name)
@@ -321,12 +321,7 @@ def cmd_history(args) -> None:
     if not events:
         print(f"no alias changes recorded for '{registry.model_name}'")
     for e in events:
-        if e.get("moved", True):
-            change = f"{('v' + e['from_version']) if e['from_version'] else '-'} -> v{e['to_version']}"
-        else:
-            change = f"v{e['candidate']} NOT promoted (stays {('v' + e['to_version']) if e['to_version'] else 'none'})"
-        print(f"#{e['seq']:<3} {e['time']}  {e['alias']}: {change}  by {e['actor']}  run {e.get('run_id') or '-'}"
-              f"  reason: {e['reason']}" + (f"  gates: {e['gate']}" if e.get("gate") and e.get("moved", True) else ""))
+        print(describe_event(e))
 
 
 def cmd_rollback(args) -> None:

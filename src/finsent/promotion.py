@@ -29,6 +29,7 @@ from finsent.errors import FinsentError
 
 LOCK_SUFFIX = "--promotion-lock"
 HISTORY_PREFIX = "finsent.history."
+HISTORY_HEADING = "# Alias history (finsent history)"
 
 
 class ChampionMoved(FinsentError):
@@ -110,11 +111,25 @@ def history(client: MlflowClient, model_name: str) -> list[dict]:
     return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(HISTORY_PREFIX))]
 
 
+def describe_event(e: dict) -> str:
+    """One decision as a line: `finsent history` prints these, the registered model's description lists them."""
+    def v(version):
+        return f"v{version}" if version else "-"
+
+    change = (f"{v(e['from_version'])} -> {v(e['to_version'])}" if e.get("moved", True)
+              else f"v{e['candidate']} NOT promoted (stays {v(e['to_version']) if e['to_version'] else 'none'})")
+    return (f"#{e['seq']:<3} {e['time']}  {e['alias']}: {change}  by {e['actor']}  run {e.get('run_id') or '-'}"
+            f"  reason: {e['reason']}" + (f"  gates: {e['gate']}" if e.get("gate") and e.get("moved", True) else ""))
+
+
 def _record(client: MlflowClient, model_name: str, moved: bool = True, **event) -> dict:
-    """Append one decision to the history (call under the promotion lock: the sequence number is read here)."""
+    """Append one decision to the history (call under the promotion lock: the sequence number is read here), and
+    show the whole history as the registered model's description (what the MLflow registry UI shows first)."""
     events = history(client, model_name)
     event = {"seq": (events[-1]["seq"] + 1) if events else 1, "time": _now(), "moved": moved, **event}
     client.set_registered_model_tag(model_name, f"{HISTORY_PREFIX}{event['seq']:06d}", json.dumps(event))
+    lines = "\n".join(describe_event(e) for e in [*events, event])
+    client.update_registered_model(model_name, description=f"{HISTORY_HEADING}\n\n```\n{lines}\n```\n")
     return event
 
 

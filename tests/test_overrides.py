@@ -14,7 +14,7 @@ import yaml
 
 from finsent import overrides
 from finsent.errors import FinsentError
-from projects import FINSENT, REPO, make_project
+from projects import REPO, finsent, make_project
 
 GATES_OFF = {"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, "max_ece": 1.0,
              "max_latency_ratio": None}
@@ -84,8 +84,8 @@ def test_a_killed_runs_overrides_are_put_back_by_its_own_stage_or_the_next_run(p
 def test_a_run_with_overrides_records_them_and_leaves_params_yaml_as_it_was(tmp_path, tiny_base):
     project = make_project(tmp_path / "project", 20, model={"base": str(tiny_base), "max_length": 32},
                            train={"epochs": 3}, gate=GATES_OFF)
-    result = subprocess.run([FINSENT, "run", "-S", "train.epochs=1", "-S", "train.learning_rate=1e-3"],
-                            cwd=project, capture_output=True, text=True, timeout=900)
+    # finsent() runs the CLI with the project's embedded stores (no MLflow / Prefect settings of earlier tests)
+    result = finsent(project, "run", "-S", "train.epochs=1", "-S", "train.learning_rate=1e-3")
     assert result.returncode == 0, result.stdout + result.stderr
     assert subprocess.run(["git", "diff", "--exit-code"], cwd=project).returncode == 0, "tracked files unchanged"
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 3

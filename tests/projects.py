@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 COPY = ["src", "pipelines", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore", "data/pinned",
         "pyproject.toml", "gx"]
 FINSENT = str(Path(sys.executable).parent / "finsent")
+# absolute gates off for tiny test models (their quality and timings are noise); relative gates as shipped
+GATES_OFF = {"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, "max_ece": 1.0,
+             "max_latency_ratio": None}
 
 
 def finsent(project: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from projects import make_project
+from projects import GATES_OFF, make_project
 
 pytestmark = pytest.mark.e2e
 FINSENT = str(Path(sys.executable).with_name("finsent"))
-GATES_OFF = {"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, "max_ece": 1.0,
-             "max_latency_ratio": None}
 
 
 def _processes_of_run(run_pid: int) -> list[str]:

@@ -124,11 +124,11 @@ def _log_step_metrics(run_id: str, steps: list[dict]) -> None:
 
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
+    now, client = int(time.time() * 1000), MlflowClient()
     points = [Metric(key, float(row[field]), now, row["step"]) for row in steps
               for key, field in (("train_loss_step", "train_loss"), ("learning_rate", "learning_rate"))]
     for start in range(0, len(points), MLFLOW_BATCH):
-        MlflowClient().log_batch(run_id, metrics=points[start:start + MLFLOW_BATCH])
+        client.log_batch(run_id, metrics=points[start:start + MLFLOW_BATCH])
 
 
 def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, lineage: dict,

@@ -10,7 +10,8 @@ from mlflow import MlflowClient
 
 from finsent.config import RegistryParams
 from finsent.errors import FinsentError
-from finsent.promotion import ChampionMoved, champion_at, describe_event, history, promote, record_refusal, rollback
+from finsent.promotion import (ApprovalRefused, ChampionMoved, alias_version, approve, champion_at, describe_event,
+                               history, nominate, promote, record_refusal, reject, rejection, rollback)
 
 from servers import drop_postgres_database, mlflow_server, postgres_database
 
@@ -126,3 +127,43 @@ def test_rollback_without_previous_champion_is_a_clear_error(versions):
     promote(client, params, v1, expected_champion=None, reason="first")
     with pytest.raises(FinsentError, match="no 'previous-champion' alias"):
         rollback(client, params, reason="nothing to go back to")
+
+
+def test_four_eyes_approval_and_rejection(versions):
+    """A challenger waits for a second person: its trainer cannot approve it, someone else can (the same
+    compare-and-set as the flow's promotion); a rejected challenger loses the alias and stays registered."""
+    client, params, (v1, v2, v3, _) = versions
+    promote(client, params, v1, expected_champion=None, reason="first")
+    nominate(client, params, v2, compared_with=v1, reason="gates passed; awaiting approval", trained_by="alice")
+    assert nominate(client, params, v2, compared_with=v1, reason="re-run", trained_by="alice") is None
+    assert alias_version(client, params.model_name, "challenger") == v2
+    with pytest.raises(ApprovalRefused, match=f"alice trained v{v2}, and approval needs a second person"):
+        approve(client, params, v2, approver="alice", reason="looks good to me")
+    assert alias_version(client, params.model_name, "champion") == v1
+    approved = approve(client, params, v2, approver="bob", reason="validated on Q3 news")
+    assert (approved["from_version"], approved["to_version"], approved["actor"]) == (v1, v2, "bob")
+    assert approved["reason"] == "approved: validated on Q3 news (trained by alice)"
+    assert alias_version(client, params.model_name, "previous-champion") == v1
+    assert alias_version(client, params.model_name, "challenger") is None
+    with pytest.raises(ApprovalRefused, match=f"v{v2} of '{params.model_name}' awaits no approval"):
+        approve(client, params, v2, approver="carol", reason="again")
+
+    nominate(client, params, v3, compared_with=v2, reason="gates passed; awaiting approval", trained_by="alice")
+    reject(client, params, v3, actor="bob", reason="misreads guidance cuts")
+    assert rejection(client, params, v3)["by"] == "bob"
+    assert alias_version(client, params.model_name, "challenger") is None
+    assert alias_version(client, params.model_name, "champion") == v2
+    assert [(e["alias"], e["from_version"], e["to_version"], e["actor"]) for e in history(client, params.model_name)] \
+        == [("champion", None, v1, "flow"), ("challenger", None, v2, "alice"), ("champion", v1, v2, "bob"),
+            ("challenger", None, v3, "alice"), ("challenger", v3, None, "bob")]
+
+
+def test_an_approval_after_the_champion_moved_is_refused(versions):
+    client, params, (v1, v2, v3, _) = versions
+    promote(client, params, v1, expected_champion=None, reason="first")
+    nominate(client, params, v2, compared_with=v1, reason="gates passed; awaiting approval", trained_by="alice")
+    promote(client, params, v3, expected_champion=v1, reason="another run, meanwhile")
+    with pytest.raises(ChampionMoved, match=f"moved from v{v1} to v{v3}"):
+        approve(client, params, v2, approver="bob", reason="validated")
+    assert alias_version(client, params.model_name, "champion") == v3
+    assert alias_version(client, params.model_name, "challenger") == v2

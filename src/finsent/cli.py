@@ -333,21 +333,49 @@ def cmd_rollback(args) -> None:
           f"(history #{event['seq']})")
 
 
+def _registered_version(client, registry, version: str, consequence: str) -> str:
+    if not version.isdigit() or int(version) < 1:
+        raise FinsentError(f"version {version!r}: give a registered version number (1, 2, ...); "
+                           f"`finsent history` lists them")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(registry.model_name, version)
+    except MlflowException:
+        raise FinsentError(f"{registry.model_name} has no version {version}; {consequence}") from None
+    return version
+
+
+def cmd_approve(args) -> None:
+    from finsent.promotion import acting_person, approve
+
+    client, registry = _registry(args)
+    version = _registered_version(client, registry, args.version, "nothing approved")
+    approver = acting_person()
+    event = approve(client, registry, version, approver=approver, reason=args.reason)
+    print(f"approved by {approver}: v{version} is {registry.champion_alias}"
+          + (f"; v{event['from_version']} is now {registry.previous_alias}" if event and event["from_version"] else "")
+          + (f" (history #{event['seq']})" if event else ""))
+
+
+def cmd_reject(args) -> None:
+    from finsent.promotion import acting_person, reject
+
+    client, registry = _registry(args)
+    version = _registered_version(client, registry, args.version, "nothing rejected")
+    actor = acting_person()
+    event = reject(client, registry, version, actor=actor, reason=args.reason)
+    print(f"rejected by {actor}: v{version} is no longer {registry.challenger_alias}; it stays registered "
+          f"(history #{event['seq']})")
+
+
 def cmd_promote(args) -> None:
     from finsent.promotion import alias_version, promote
 
     client, registry = _registry(args)
     if not args.force:
         raise FinsentError("manual promotion skips the gates: pass --force and --reason to record the override")
-    if not args.version.isdigit() or int(args.version) < 1:
-        raise FinsentError(f"version {args.version!r}: give a registered version number (1, 2, ...); "
-                           f"`finsent history` lists them")
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_model_version(registry.model_name, args.version)
-    except MlflowException:
-        raise FinsentError(f"{registry.model_name} has no version {args.version}; nothing promoted") from None
+    _registered_version(client, registry, args.version, "nothing promoted")
     current = alias_version(client, registry.model_name, registry.champion_alias)
     event = promote(client, registry, args.version, expected_champion=current, force=True,
                     reason=f"manual override: {args.reason}", actor=f"manual ({os.environ.get('USER', 'unknown')})")
@@ -412,6 +440,8 @@ EXAMPLES = {  # one real call per subcommand, shown by `finsent <command> --help
     "card": "finsent card 1",
     "history": "finsent history --at 2026-11-28T21:00",
     "rollback": 'finsent rollback --reason "bad outputs on Monday\'s news"',
+    "approve": 'FINSENT_ACTOR=risk.reviewer finsent approve 7 --reason "validated on Q3 news"',
+    "reject": 'finsent reject 7 --reason "misreads guidance cuts as neutral"',
     "promote": 'finsent promote 7 --force --reason "hotfix approved by risk"',
     "doctor": "finsent doctor",
 }
@@ -510,6 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="give 'champion' back to 'previous-champion'")
     rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")
     rollback.set_defaults(func=cmd_rollback)
+
+    for name, verb, what in (("approve", cmd_approve, "make the challenger VERSION champion (four eyes: not by "
+                                                       "the person who trained it)"),
+                             ("reject", cmd_reject, "take the challenger alias from VERSION; it stays registered")):
+        decide = commands.add_parser(name, help=what)
+        decide.add_argument("version", help="the challenger's version number (`finsent history` shows it)")
+        decide.add_argument("--reason", required=True, help="why (recorded with your name in the alias history)")
+        decide.set_defaults(func=verb)
 
     promote = commands.add_parser("promote", help="manual override: make VERSION champion without gates")
     promote.add_argument("version")

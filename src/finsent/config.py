@@ -264,6 +264,8 @@ class GateParams:
     # reproduce the evaluation's labels, and its probabilities within this tolerance
     servability_check: bool = True
     servability_tolerance: float = 1e-5
+    # four eyes: a passing candidate becomes the challenger; another person runs `finsent approve` (or reject)
+    require_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,7 @@ class RegistryParams:
     experiment: str = "finsent"
     champion_alias: str = "champion"
     previous_alias: str = "previous-champion"
+    challenger_alias: str = "challenger"  # a candidate awaiting approval (gate.require_approval)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ the candidate was compared against, the promotion is refused instead of overwrit
 Every alias move is appended to the model's alias history (registered-model tags
 ``finsent.history.NNNNNN``, JSON), which answers "what was in production at time X"; so is every
 refusal to promote a candidate (``moved: false``), so each decision can be explained later.
+With ``gate.require_approval`` a candidate that passes its gates becomes ``challenger`` (``nominate``) and a
+second person moves it on (``approve``, the same compare-and-set) or off (``reject``).
 """
 
 from __future__ import annotations
@@ -30,10 +32,19 @@ from finsent.errors import FinsentError
 LOCK_SUFFIX = "--promotion-lock"
 HISTORY_PREFIX = "finsent.history."
 HISTORY_HEADING = "# Alias history (finsent history)"
+TRAINED_BY_TAG = "finsent.trained_by"  # version tags written when a candidate becomes challenger
+COMPARED_WITH_TAG = "finsent.compared_with"
+REJECTED_TAG = "finsent.rejected"
 
 
 class ChampionMoved(FinsentError):
     """Another run moved `champion` after this candidate was compared; nothing was overwritten."""
+
+    exit_code = 1
+
+
+class ApprovalRefused(FinsentError):
+    """An approval or rejection that may not happen (the approver trained the model, or it awaits none)."""
 
     exit_code = 1
 
@@ -150,27 +161,106 @@ def promote(client: MlflowClient, params: RegistryParams, version: str, *, expec
 
     Returns the history event, or None when ``version`` already is champion.
     """
+    with promotion_lock(client, params.model_name):
+        return _make_champion(client, params, str(version), expected_champion, reason, run_id, gate, actor, force)
+
+
+def _make_champion(client: MlflowClient, params: RegistryParams, version: str, expected_champion: str | None,
+                   reason: str, run_id: str | None, gate: str | None, actor: str, force: bool = False) -> dict | None:
+    """``promote`` under the promotion lock (the caller holds it)."""
+    current = alias_version(client, params.model_name, params.champion_alias)
+    if current == version:
+        last = next((e for e in reversed(history(client, params.model_name))
+                     if e["alias"] == params.champion_alias and e.get("moved", True)), None)
+        if last is not None and last["to_version"] == version:
+            return None
+        # a retry of a promote that moved the alias but failed before recording it: record it now
+        return _record(client, params.model_name, alias=params.champion_alias,
+                       from_version=alias_version(client, params.model_name, params.previous_alias),
+                       to_version=version, run_id=run_id, actor=actor, reason=reason, gate=gate)
+    if current != expected_champion and not force:
+        raise ChampionMoved(f"champion of '{params.model_name}' moved from "
+                            f"{'v' + expected_champion if expected_champion else 'none'} to v{current} after this "
+                            f"candidate (v{version}) was compared; not promoting: re-run to compare against v{current}")
+    if current is not None:
+        _move(client, params, params.previous_alias, current)
+    _move(client, params, params.champion_alias, version)
+    return _record(client, params.model_name, alias=params.champion_alias, from_version=current,
+                   to_version=version, run_id=run_id, actor=actor, reason=reason, gate=gate)
+
+
+def acting_person() -> str:
+    """Who is acting, for the four-eyes rule: ``FINSENT_ACTOR`` (set it where many people share one OS account,
+    or to a CI identity), else the OS user."""
+    import getpass
+
+    try:
+        return os.environ.get("FINSENT_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (some containers)
+        return "unknown"
+
+
+def rejection(client: MlflowClient, params: RegistryParams, version: str) -> dict | None:
+    """The recorded rejection of ``version`` (who, when, why), if someone rejected it."""
+    recorded = client.get_model_version(params.model_name, str(version)).tags.get(REJECTED_TAG)
+    return json.loads(recorded) if recorded else None
+
+
+def nominate(client: MlflowClient, params: RegistryParams, version: str, *, compared_with: str | None, reason: str,
+             trained_by: str, run_id: str | None = None, gate: str | None = None) -> dict | None:
+    """Make a candidate that passed its gates the challenger: it waits for a second person's ``approve``. The
+    version records who trained it and which champion it was compared with (the approval's compare-and-set).
+    Returns the history event, or None when it already is the challenger."""
     version = str(version)
     with promotion_lock(client, params.model_name):
-        current = alias_version(client, params.model_name, params.champion_alias)
+        client.set_model_version_tag(params.model_name, version, TRAINED_BY_TAG, trained_by)
+        client.set_model_version_tag(params.model_name, version, COMPARED_WITH_TAG, compared_with or "")
+        current = alias_version(client, params.model_name, params.challenger_alias)
         if current == version:
-            last = next((e for e in reversed(history(client, params.model_name))
-                         if e["alias"] == params.champion_alias and e.get("moved", True)), None)
-            if last is not None and last["to_version"] == version:
-                return None
-            # a retry of a promote that moved the alias but failed before recording it: record it now
-            return _record(client, params.model_name, alias=params.champion_alias,
-                           from_version=alias_version(client, params.model_name, params.previous_alias),
-                           to_version=version, run_id=run_id, actor=actor, reason=reason, gate=gate)
-        if current != expected_champion and not force:
-            raise ChampionMoved(f"champion of '{params.model_name}' moved from "
-                                f"{'v' + expected_champion if expected_champion else 'none'} to v{current} after this "
-                                f"candidate (v{version}) was compared; not promoting: re-run to compare against v{current}")
-        if current is not None:
-            _move(client, params, params.previous_alias, current)
-        _move(client, params, params.champion_alias, version)
-        return _record(client, params.model_name, alias=params.champion_alias, from_version=current,
-                       to_version=version, run_id=run_id, actor=actor, reason=reason, gate=gate)
+            return None
+        _move(client, params, params.challenger_alias, version)
+        return _record(client, params.model_name, alias=params.challenger_alias, from_version=current,
+                       to_version=version, run_id=run_id, actor=trained_by, reason=reason, gate=gate)
+
+
+def _awaiting(client: MlflowClient, params: RegistryParams, version: str):
+    """The challenger version ``version`` (the caller holds the lock); an error when it is not the challenger."""
+    current = alias_version(client, params.model_name, params.challenger_alias)
+    if current != version:
+        raise ApprovalRefused(f"v{version} of '{params.model_name}' awaits no approval: the {params.challenger_alias} "
+                              f"is {'v' + current if current else 'none'} (`finsent history` shows the decisions)")
+    return client.get_model_version(params.model_name, version)
+
+
+def approve(client: MlflowClient, params: RegistryParams, version: str, *, approver: str, reason: str) -> dict:
+    """The second pair of eyes: the challenger becomes champion by the same compare-and-set as the flow's
+    promotion, against the champion it was compared with. Refused when ``approver`` trained it or when the
+    champion moved since the comparison; either way nothing moves."""
+    version = str(version)
+    with promotion_lock(client, params.model_name):
+        candidate = _awaiting(client, params, version)
+        trained_by = candidate.tags.get(TRAINED_BY_TAG)
+        if trained_by == approver:
+            raise ApprovalRefused(f"approval refused: {approver} trained v{version}, and approval needs a second "
+                                  f"person (four eyes); someone else runs `finsent approve {version}`")
+        event = _make_champion(client, params, version, candidate.tags.get(COMPARED_WITH_TAG) or None,
+                               f"approved: {reason} (trained by {trained_by})", candidate.run_id, None, approver)
+        _move(client, params, params.challenger_alias, None)
+    return event
+
+
+def reject(client: MlflowClient, params: RegistryParams, version: str, *, actor: str, reason: str) -> dict:
+    """The challenger loses its alias and stays registered; the rejection is recorded on the version (a re-run of
+    the same model does not nominate it again) and in the history."""
+    version = str(version)
+    with promotion_lock(client, params.model_name):
+        candidate = _awaiting(client, params, version)
+        _move(client, params, params.challenger_alias, None)
+        event = _record(client, params.model_name, alias=params.challenger_alias, from_version=version,
+                        to_version=None, run_id=candidate.run_id, actor=actor, reason=f"rejected: {reason}", gate=None)
+        client.set_model_version_tag(params.model_name, version, REJECTED_TAG,
+                                     json.dumps({"by": actor, "time": event["time"], "reason": reason}))
+    return event
 
 
 def rollback(client: MlflowClient, params: RegistryParams, reason: str, actor: str = "manual") -> dict:

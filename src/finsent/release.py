@@ -2,9 +2,10 @@
 (compare-and-set), report.
 
 Plain functions with typed results; the training flow only calls them in order and passes the results on.
-A candidate ends in exactly one ``Promotion.outcome``: promoted, already champion, gate failed, or refused
-(not servable as registered, the champion moved after the comparison, or no promotion slot came free);
-only "gate failed" is a gate failure.
+A candidate ends in exactly one ``Promotion.outcome``: promoted, already champion, awaiting approval (it is the
+challenger: ``gate.require_approval``), gate failed, or refused (not servable as registered, the champion moved
+after the comparison, no promotion slot came free, or a person rejected this model before); only "gate failed" is
+a gate failure.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from finsent.config import Params
 from finsent.errors import FinsentError, GateFailed
 from finsent.evaluate.gates import describe, gate
 from finsent.evaluate.report import evaluation_report
-from finsent.promotion import ChampionMoved, promote, record_refusal
+from finsent.promotion import (ChampionMoved, acting_person, alias_version, nominate, promote, record_refusal,
+                               rejection)
 from finsent.registry import get_or_register
 from finsent.servability import Servability
 from finsent.versioning import code_revision, lock_text
 
 PROMOTED, ALREADY_CHAMPION, GATE_FAILED, REFUSED = "promoted", "already champion", "gate failed", "refused"
+AWAITING_APPROVAL = "awaiting approval"
 PROMOTION_TAG = "finsent.promotion"
 PROMOTION_LIMIT = "finsent-promotion"  # Prefect global concurrency limit: promotions at a time
 SERVABILITY_TAG = "finsent.servability"
@@ -31,7 +34,7 @@ SERVABILITY_TAG = "finsent.servability"
 
 @dataclass(frozen=True)
 class Promotion:
-    outcome: str  # PROMOTED | ALREADY_CHAMPION | GATE_FAILED | REFUSED
+    outcome: str  # PROMOTED | ALREADY_CHAMPION | AWAITING_APPROVAL | GATE_FAILED | REFUSED
     decision: str  # the sentence the report, the tag and the CLI show
     previous_champion: str | None = None
 
@@ -113,11 +116,13 @@ def promote_candidate(params: Params, registration: dict, verdict: dict, compare
         if registration["new_version"]:  # one refusal per candidate, not one per unchanged re-run
             record_refusal(client, registry, version, decision, registration["run_id"], describe(verdict))
         return Promotion(GATE_FAILED, decision)
+    reason = "gates passed" + (f" against champion v{compared_with}" if compared_with else
+                               " (first champion: absolute gates only)")
+    if params.gate.require_approval and alias_version(client, registry.model_name, registry.champion_alias) != version:
+        return nominate_candidate(params, registration, verdict, compared_with, reason)
     try:
         event = promote(client, registry, version, expected_champion=compared_with, run_id=registration["run_id"],
-                        reason="gates passed" + (f" against champion v{compared_with}" if compared_with else
-                                                 " (first champion: absolute gates only)"),
-                        gate=describe(verdict))
+                        reason=reason, gate=describe(verdict))
     except ChampionMoved as exc:
         return refuse(params, registration, verdict, f"refused: {exc}")
     if event is None:
@@ -126,6 +131,26 @@ def promote_candidate(params: Params, registration: dict, verdict: dict, compare
     return Promotion(PROMOTED, f"promoted v{version} to {registry.champion_alias}"
                                + (f"; v{event['from_version']} is now {registry.previous_alias}"
                                   if event["from_version"] else ""), event["from_version"])
+
+
+def nominate_candidate(params: Params, registration: dict, verdict: dict, compared_with: str | None,
+                       reason: str) -> Promotion:
+    """Four eyes: the candidate becomes the challenger, recorded as trained by this run's person; a model a person
+    rejected is not nominated again by a re-run."""
+    from mlflow import MlflowClient
+
+    registry, version = params.registry, registration["version"]
+    client = MlflowClient()
+    rejected = rejection(client, registry, version)
+    if rejected:
+        return refuse(params, registration, verdict, f"refused: v{version} was rejected by {rejected['by']} "
+                                                     f"({rejected['reason']}); a re-run does not nominate it again")
+    nominate(client, registry, version, compared_with=compared_with, trained_by=acting_person(),
+             reason=f"{reason}; awaiting approval", run_id=registration["run_id"], gate=describe(verdict))
+    decision = (f"awaiting approval: v{version} is {registry.challenger_alias}; another person runs "
+                f"`finsent approve {version} --reason ...` (or `finsent reject`)")
+    client.set_model_version_tag(registry.model_name, version, PROMOTION_TAG, decision)
+    return Promotion(AWAITING_APPROVAL, decision)
 
 
 def promotion_slot(schedule):

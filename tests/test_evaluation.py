@@ -98,3 +98,41 @@ def test_report_lists_every_gate_and_the_decision():
     assert "## Against champion v2 (same 100 rows)" in report and "McNemar" in report
     assert report.count("| pass |") == len(verdict["checks"])
     assert report.rstrip().endswith("promoted v5 to champion")
+
+
+def test_a_candidate_worse_on_one_source_fails_that_slice_gate_only():
+    """Two sources; the candidate's predictions on one of them carry label noise this test injects: the slice gate
+    of that source fails, the other source's passes, a slice smaller than min_slice_rows is reported, not gated."""
+    import pandas as pd
+
+    from finsent.evaluate.slices import slice_figures
+
+    rng = np.random.default_rng(0)
+    rows = 400
+    truth = rng.choice(LABELS, rows)
+    test = pd.DataFrame({"id": range(rows), "label": truth,
+                         "source": ["wire.csv"] * 200 + ["blogs.csv"] * 200,
+                         "text": ["short text"] * 390 + ["a much longer sentence " * 8] * 10})
+    champion = pd.Series(truth)
+    candidate = champion.copy()
+    noisy = rng.choice(np.arange(200, 400), 60, replace=False)  # 30 % of blogs.csv relabelled at random
+    candidate[noisy] = [LABELS[(LABELS.index(label) + 1) % 3] for label in candidate[noisy]]
+    slices = slice_figures(test, {"candidate": candidate, "champion": champion}, ("source", "length"))
+    assert slices["source=blogs.csv"]["rows"] == 200 and slices["source=blogs.csv"]["champion_macro_f1"] == 1.0
+    assert slices["source=wire.csv"]["candidate_macro_f1"] == 1.0 > slices["source=blogs.csv"]["candidate_macro_f1"]
+    comparison = {"champion_version": "4", "rows": rows, "champion": _metrics(macro_f1=0.8), "slices": slices,
+                  "paired": {"macro_f1_diff": 0.0, "macro_f1_diff_ci_low": -0.02, "macro_f1_diff_ci_high": 0.02,
+                             "p_value_not_better": 0.5},
+                  "mcnemar": {"candidate_only_correct": 0, "champion_only_correct": 60, "mcnemar_p_value": 0.0}}
+    verdict = check_gates(_metrics(macro_f1=0.8), GateParams(min_slice_rows=50), LABELS, comparison)
+    judged = {c["metric"]: c["passed"] for c in verdict["checks"] if c["gate"] == "max_slice_macro_f1_drop"}
+    assert judged == {"macro_f1[source=blogs.csv]": False, "macro_f1[source=wire.csv]": True,
+                      "macro_f1[length=1-12 words]": False}
+    assert not verdict["passed"]
+    assert "macro_f1[source=blogs.csv]" in describe(verdict, failed_only=True)
+    assert "vs champion v4, 200 rows" in describe(verdict, failed_only=True)
+    report = evaluation_report(_metrics(), comparison, verdict, LABELS,
+                               {name: {k: v for k, v in row.items() if not k.startswith("champion")}
+                                for name, row in slices.items()})
+    assert "## Per slice" in report and "| length=25+ words | 10 |" in report
+    assert check_gates(_metrics(macro_f1=0.8), GateParams(max_slice_macro_f1_drop=None), LABELS, comparison)["passed"]

@@ -233,17 +233,25 @@ class TrainParams:
             raise FinsentError(f"params: train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
 
 
+SLICE_KINDS = ("source", "length")  # what test rows can be sliced by (finsent.evaluate.slices)
+
+
 @dataclass(frozen=True)
 class EvalParams:
     batch_size: int = 64
     latency_rows: int = 64     # test rows timed for the latency ratio (one batch)
     latency_repeats: int = 7   # candidate / base timed in turn this often; the median ratio is kept
+    slice_by: list[str] = field(default_factory=lambda: ["source", "length"])  # per-slice test figures, gates
 
     def __post_init__(self):
         for name in ("batch_size", "latency_rows", "latency_repeats"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise FinsentError(f"params: eval.{name} must be an integer >= 1, got {value!r}")
+        unknown = [kind for kind in self.slice_by if kind not in SLICE_KINDS]
+        if unknown:
+            raise FinsentError(f"params: eval.slice_by: unknown {', '.join(map(repr, unknown))}; "
+                               f"choose from {', '.join(SLICE_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -260,6 +268,8 @@ class GateParams:
     max_class_recall_drop: float = 0.05
     require_significant_improvement: bool = False
     max_p_value: float = 0.05
+    max_slice_macro_f1_drop: float | None = 0.05  # on each slice (eval.slice_by) with at least min_slice_rows rows
+    min_slice_rows: int = 100
     # before an alias moves: the registered version, loaded in a fresh process as consumers load it, must
     # reproduce the evaluation's labels, and its probabilities within this tolerance
     servability_check: bool = True

@@ -14,6 +14,7 @@ TRAIN_REPORT = path("train", "report")
 EVAL_DIR = path("evaluate", "out")
 METRICS = f"{EVAL_DIR}/metrics.json"
 TEST_PREDICTIONS = f"{EVAL_DIR}/test_predictions.parquet"
+SLICE_METRICS = f"{EVAL_DIR}/slices.json"  # per data source / text length
 INGESTED = path("ingest", "out")
 INGEST_REPORT = path("ingest", "report")
 DATA_DOCS = path("validate", "docs")

@@ -75,7 +75,7 @@ def compare_with_champion(root: Path, params: Params, state: dict) -> dict:
         return compare(predictions, test, None, None, root / layout.COMPARISON)
     with tempfile.TemporaryDirectory() as scratch:
         return compare(predictions, test, champion_bundle(params.registry, champion, Path(scratch)), champion,
-                       root / layout.COMPARISON)
+                       root / layout.COMPARISON, slice_by=tuple(params.eval.slice_by))
 
 
 def gate_candidate(root: Path, params: Params) -> dict:
@@ -87,8 +87,9 @@ def gate_candidate(root: Path, params: Params) -> dict:
 
 
 def write_report(root: Path, params: Params, verdict: dict, promotion: Promotion | None = None) -> str:
+    slices = _read(root, layout.SLICE_METRICS) if (root / layout.SLICE_METRICS).is_file() else {}
     report = evaluation_report(_read(root, layout.METRICS), _read(root, layout.COMPARISON), verdict, params.labels,
-                               **({"decision": promotion.decision} if promotion else {}))
+                               slices, **({"decision": promotion.decision} if promotion else {}))
     (root / layout.EVAL_REPORT_MD).write_text(report)
     return report
 

@@ -50,6 +50,12 @@ def relative_gates(metrics: dict, comparison: dict, params: GateParams, labels: 
     checks += [{"gate": "max_class_recall_drop", "metric": f"recall_{name}", "observed": metrics[f"recall_{name}"],
                 "threshold": champion[f"recall_{name}"] - params.max_class_recall_drop,
                 "kind": f"vs champion v{version}"} for name in labels]
+    if params.max_slice_macro_f1_drop is not None:
+        checks += [{"gate": "max_slice_macro_f1_drop", "metric": f"macro_f1[{name}]",
+                    "observed": figures["candidate_macro_f1"],
+                    "threshold": figures["champion_macro_f1"] - params.max_slice_macro_f1_drop,
+                    "kind": f"vs champion v{version}, {figures['rows']} rows"}
+                   for name, figures in comparison.get("slices", {}).items() if figures["rows"] >= params.min_slice_rows]
     for check in checks:
         check["passed"] = check["observed"] >= check["threshold"] - 1e-12
     if params.require_significant_improvement:

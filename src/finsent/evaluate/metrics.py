@@ -3,8 +3,8 @@
 Writes metrics.json (accuracy, macro-F1 with a bootstrap 95 % CI, per-class precision/recall/F1
 as flat scalars, ECE, Brier score, per-batch latency p50/p95 and throughput, and the latency ratio to the
 base model without the adapter), the confusion
-matrix (JSON + PNG), the reliability diagram (PNG) and the per-row test predictions, which the
-champion comparison and later audits reuse.
+matrix (JSON + PNG), the reliability diagram (PNG), the figures per slice (slices.json: per data source and text
+length) and the per-row test predictions, which the champion comparison and later audits reuse.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from finsent.base_model import verified_base_path
 from finsent.bundle import load_bundle, predict_proba
 from finsent.config import EvalParams
 from finsent.evaluate.calibration import brier_score, expected_calibration_error, plot_reliability, reliability_bins
+from finsent.evaluate.slices import slice_figures
 from finsent.evaluate.statistics import bootstrap_macro_f1_ci
 from finsent.train.methods import load_base_classifier
 
@@ -129,6 +130,8 @@ def evaluate(bundle_dir: Path, test_split: Path, settings: EvalParams, out_dir: 
     for i, name in enumerate(labels):
         predictions[f"prob_{name}"] = probabilities[:, i]
     predictions.to_parquet(out_dir / "test_predictions.parquet", index=False)
+    (out_dir / "slices.json").write_text(json.dumps(
+        slice_figures(test, {"candidate": pd.Series(predicted, index=test.index)}, settings.slice_by), indent=2))
     if headline_out is not None:
         headline_out.parent.mkdir(parents=True, exist_ok=True)
         headline_out.write_text(json.dumps(headline(metrics, labels), indent=2) + "\n")

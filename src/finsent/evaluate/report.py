@@ -7,8 +7,23 @@ def _row(*cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _slice_table(slices: dict, comparison: dict | None) -> list[str]:
+    """Per data source and text length: the candidate's figures, and the champion's on the same rows."""
+    if not slices:
+        return []
+    against = (comparison or {}).get("slices") or {}
+    version = (comparison or {}).get("champion_version")
+    lines = ["", "## Per slice", "", _row("slice", "rows", "macro-F1", "accuracy",
+                                          *([f"champion v{version} macro-F1"] if against else [])),
+             _row("---", "---:", "---:", "---:", *(["---:"] if against else []))]
+    lines += [_row(name, row["rows"], f"{row['candidate_macro_f1']:.3f}", f"{row['candidate_accuracy']:.3f}",
+                   *([f"{against[name]['champion_macro_f1']:.3f}" if name in against else "-"] if against else []))
+              for name, row in slices.items()]
+    return lines
+
+
 def evaluation_report(metrics: dict, comparison: dict | None, verdict: dict, labels: list[str],
-                      decision: str | None = None) -> str:
+                      slices: dict | None = None, decision: str | None = None) -> str:
     lines = ["# finsent evaluation report", "",
              f"Test rows: {metrics['test_rows']}. Macro-F1 {metrics['macro_f1']:.4f} "
              f"(95 % bootstrap CI {metrics['macro_f1_ci_low']:.4f} – {metrics['macro_f1_ci_high']:.4f}), "
@@ -20,6 +35,7 @@ def evaluation_report(metrics: dict, comparison: dict | None, verdict: dict, lab
                                                                                           "---:", "---:")]
     lines += [_row(name, f"{metrics[f'precision_{name}']:.3f}", f"{metrics[f'recall_{name}']:.3f}",
                    f"{metrics[f'f1_{name}']:.3f}", metrics[f"support_{name}"]) for name in labels]
+    lines += _slice_table(slices or {}, comparison)
     if comparison and comparison.get("champion"):
         champion, paired, test = comparison["champion"], comparison["paired"], comparison["mcnemar"]
         lines += ["", f"## Against champion v{comparison['champion_version']} (same {comparison['rows']} rows)", "",

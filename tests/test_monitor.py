@@ -114,3 +114,31 @@ def test_aggregates_csv_never_starts_a_cell_with_a_formula(tmp_path):
     assert list(written["entity"]) == ["'=HYPERLINK(\"http://x\")", "'+1+cmd|' /C calc'!A0", "'-2", "'@SUM(A1)",
                                        "'\tx", "ACME"]
     assert list(written["rows"]) == ["1", "2", "3", "4", "5", "6"]  # numbers stay numbers
+
+
+def test_shadow_scoring_reports_agreement_share_changes_and_the_strongest_disagreements():
+    """A challenger that calls every third negative row of day 2 neutral: agreement, shares per period and the
+    disagreements are exactly those rows; below the minimum agreement it is flagged."""
+    from finsent.monitor.shadow import compare_shadow
+
+    champion = scored_stream(days=3, rows=30, spike_day=None, base_share=0.3, seed=1).assign(
+        text=lambda f: [f"sentence {i}" for i in range(len(f))], source="batch.csv",
+        source_record=lambda f: range(1, len(f) + 1), id=lambda f: [f"id{i}" for i in range(len(f))],
+        confidence=0.8, model_version="1")
+    challenger = champion.assign(model_version="2")
+    day_two = champion.index[(champion["published_at"].str.startswith("2026-11-02")) & (champion["label"] ==
+                                                                                         "negative")][::3]
+    challenger.loc[day_two, "label"] = "neutral"
+    challenger.loc[day_two[-1], "confidence"] = 0.95
+    report, disagreements = compare_shadow(champion, challenger, LABELS, MonitorParams(shadow_min_agreement=0.99))
+    assert (report["champion_version"], report["challenger_version"], report["rows"]) == ("1", "2", 90)
+    assert report["disagreements"] == len(day_two) == len(disagreements) > 0
+    assert report["agreement"] == round(1 - len(day_two) / 90, 4) and report["below_min_agreement"]
+    assert report["shares"]["negative"]["difference"] == round(-len(day_two) / 90, 4)
+    days = {p["period"][:10]: p for p in report["periods"]}
+    assert days["2026-11-01"]["agreement"] == days["2026-11-03"]["agreement"] == 1.0
+    assert days["2026-11-02"]["shares"]["neutral"]["difference"] == round(len(day_two) / 30, 4)
+    assert disagreements.iloc[0]["text"] == champion.loc[day_two[-1], "text"]  # the most confident pair first
+    assert set(disagreements["champion_label"]) == {"negative"} and set(disagreements["challenger_label"]) == {
+        "neutral"}
+    assert not compare_shadow(champion, champion, LABELS, MonitorParams())[0]["below_min_agreement"]

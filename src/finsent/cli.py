@@ -226,7 +226,15 @@ def cmd_monitor(args) -> None:
     print("  prediction drift: " + "; ".join(f"{c['check']} {c['observed']} (max {c['threshold']})"
                                              for c in drift["checks"])
           + (" -- DRIFTED" if drift["drifted"] else "") + f"; retraining: {drift['retraining']}")
-    print(f"  files: {out}/ (scored.parquet, aggregates.csv, alerts.json, prediction_drift.json, monitor_report.md)")
+    shadow = result["shadow"]
+    if shadow:
+        print(f"  shadow: challenger v{shadow['challenger_version']} agrees with the champion on "
+              f"{shadow['agreement']:.1%} of {shadow['rows']} rows (min {shadow['min_agreement']:.0%})"
+              + (" -- BELOW MINIMUM" if shadow["below_min_agreement"] else "") + "; label shares "
+              + ", ".join(f"{name} {s['difference']:+.1%}" for name, s in shadow["shares"].items())
+              + "; shadow_disagreements.csv lists where they differ")
+    print(f"  files: {out}/ (scored.parquet, aggregates.csv, alerts.json, prediction_drift.json, "
+          f"{'shadow.json, ' if shadow else ''}monitor_report.md); MLflow run {result['mlflow_run_id']}")
 
 
 def cmd_serve(args) -> None:

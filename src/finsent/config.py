@@ -303,6 +303,7 @@ class MonitorParams:
     max_label_psi: float = 0.2  # prediction drift vs the champion's test-set predictions
     max_confidence_psi: float = 0.2
     retrain_on_drift: bool = False  # when drift is flagged, trigger the scheduled retraining deployment
+    shadow_min_agreement: float = 0.9  # champion vs challenger (shadow scoring): less agreement is a warning
 
 
 @dataclass(frozen=True)

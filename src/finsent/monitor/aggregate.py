@@ -31,22 +31,25 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return safe
 
 
+def period_of(scored: pd.DataFrame, params: MonitorParams) -> pd.Series:
+    """The start of each row's period (``monitor.period`` of ``monitor.time_column``); NaT for all without one."""
+    if not params.time_column:
+        return pd.Series(pd.NaT, index=scored.index)
+    if params.time_column not in scored.columns:
+        raise FinsentError(f"monitor.time_column '{params.time_column}' is not a column of the batch "
+                           f"(found {', '.join(map(str, scored.columns))}); set it, or null for one period")
+    times = pd.to_datetime(scored[params.time_column], errors="coerce", utc=True)
+    if times.isna().any():
+        bad = scored.loc[times.isna(), params.time_column].head(3).tolist()
+        raise FinsentError(f"{int(times.isna().sum())} rows have no readable {params.time_column} "
+                           f"(e.g. {bad}); use ISO dates")
+    return times.dt.tz_localize(None).dt.to_period(params.period).dt.start_time
+
+
 def aggregate(scored: pd.DataFrame, labels: list[str], params: MonitorParams) -> pd.DataFrame:
     """One row per (entity, period): rows, share of each label, mean score (p_positive - p_negative).
     Entity '(all)' is the whole batch; with ``entity_column`` set, each entity gets its own rows too."""
-    frame = scored.copy()
-    if params.time_column:
-        if params.time_column not in frame.columns:
-            raise FinsentError(f"monitor.time_column '{params.time_column}' is not a column of the batch "
-                               f"(found {', '.join(map(str, frame.columns))}); set it, or null for one period")
-        times = pd.to_datetime(frame[params.time_column], errors="coerce", utc=True)
-        if times.isna().any():
-            bad = frame.loc[times.isna(), params.time_column].head(3).tolist()
-            raise FinsentError(f"{int(times.isna().sum())} rows have no readable {params.time_column} "
-                               f"(e.g. {bad}); use ISO dates")
-        frame["period"] = times.dt.tz_localize(None).dt.to_period(params.period).dt.start_time
-    else:
-        frame["period"] = pd.NaT
+    frame = scored.assign(period=period_of(scored, params))
     frame["score"] = frame.get("prob_positive", 0.0) - frame.get("prob_negative", 0.0)
     groups = [frame.assign(entity=ALL)]
     if params.entity_column:

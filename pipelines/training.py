@@ -1,5 +1,6 @@
 """The training flow: DVC stages as Prefect tasks, then champion comparison, gate, register,
-compare-and-set promotion, report, dvc push.
+compare-and-set promotion (or, with gate.require_approval, the challenger alias and, on a server, a pause for the
+reviewer's decision), report, dvc push.
 
 Stages run through DVC (cached, hashed into dvc.lock). The steps after them read or change the
 model registry, so they are flow tasks and not DVC stages.
@@ -20,8 +21,9 @@ from finsent.config import load_params
 from finsent.data.drift import check_drift, stop_reason, summary_line
 from finsent.notify import flow_run_failed
 from finsent.registry import champion_profile, registry_state, tracking_step
-from finsent.release import (Promotion, compare_with_champion, gate_candidate, promote_in_turn, publish_report,
-                             register_candidate)
+from finsent.release import (AWAITING_APPROVAL, Promotion, compare_with_champion, gate_candidate, promote_in_turn,
+                             publish_report, register_candidate)
+from finsent.review import wait_for_review
 from finsent.runtime import apply_defaults
 from finsent.tracking import FlowRunRecord, flow_run_record, link_artifact
 from finsent.versioning import push, reproduce_stage
@@ -145,6 +147,9 @@ def training_flow(project_dir: str) -> dict:
         verdict = gate_task(root)
         registration = register_task(root, state, verdict, record)
         promotion = promote_task(root, registration, verdict, state, comparison)
+        if promotion.outcome == AWAITING_APPROVAL and _params(root).gate.approval_wait_minutes > 0 \
+                and os.environ.get("PREFECT_API_URL"):  # a server, whose UI shows the Resume form
+            promotion = wait_for_review(_params(root), registration, promotion)
         report_task(root, registration, verdict, promotion, record)
         pushed = push_task(root)
     return {"stages": outcomes, "drift": drift, "gate": verdict, "registration": registration, "promotion": promotion,

@@ -440,3 +440,51 @@ def test_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
         {"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}]
     assert "MLFLOW_TRACKING_URI" not in deployment["job_variables"]["env"]  # the worker's environment decides
     assert deployment["global_concurrency_limit"]["limit"] == 1
+
+
+def _review(api: str, run: subprocess.Popen, decision: dict, timeout: float = 300) -> dict:
+    """Wait for the flow run to pause for its review, then submit ``decision`` through its Resume form (the API
+    call the Prefect UI makes) -> the paused flow run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert run.poll() is None, f"finsent run exited with {run.returncode} before pausing:\n{run.stdout.read()}"
+        paused = _api(f"{api}/flow_runs/filter", "POST", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})
+        if paused:
+            result = _api(f"{api}/flow_runs/{paused[0]['id']}/resume", "POST", {"run_input": decision})
+            if result["status"] == "ACCEPT":
+                return paused[0]
+            assert "schema not found" in str(result["details"]), result  # the form is saved just after the pause
+        time.sleep(1)
+    raise TimeoutError(f"no paused flow run within {timeout} s")
+
+
+@pytest.mark.e2e
+def test_a_challenger_waits_for_its_review_in_the_prefect_ui(prefect_server, tmp_path, tiny_base):
+    """On a Prefect server the flow run pauses for the review of its challenger: the reviewer's approval in the
+    Resume form makes it champion; a candidate nobody reviews in time stays challenger, and its run completes."""
+    project = make_project(tmp_path / "reviewed", 20, model={"base": str(tiny_base), "max_length": 32},
+                           train={"epochs": 1}, gate={**GATES_OFF, "require_approval": True, "servability_check": False,
+                                                      "approval_wait_minutes": 5, "max_macro_f1_drop": 1.0,
+                                                      "max_class_recall_drop": 1.0})
+    env = _env(PREFECT_API_URL=prefect_server, FINSENT_ACTOR="alice")
+    run = subprocess.Popen([FINSENT, "run"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env)
+    try:
+        paused = _review(prefect_server, run, {"approve": True, "reviewer": "bob", "reason": "validated"})
+        output = run.communicate(timeout=300)[0]
+    finally:
+        _stop(run)
+    assert run.returncode == 0, output
+    assert "approval: waiting up to 5 min for a review of v1" in output
+    assert "version 1 [champion] (new version)" in output and "promoted v1 to champion, approved by bob" in output
+    assert _api(f"{prefect_server}/flow_runs/{paused['id']}")["state"]["type"] == "COMPLETED"
+    history = subprocess.run([FINSENT, "history"], cwd=project, capture_output=True, text=True, env=_env()).stdout
+    assert "challenger: - -> v1  by alice" in history and "champion: - -> v1  by bob" in history
+
+    unreviewed = subprocess.run([FINSENT, "run", "-S", "train.seed=5", "-S", "gate.approval_wait_minutes=0.1"],
+                                cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    assert unreviewed.returncode == 0, unreviewed.stdout + unreviewed.stderr
+    assert "version 2 [challenger] (new version)" in unreviewed.stdout
+    assert "no review in the Prefect UI within 0.1 min, so v2 stays challenger" in unreviewed.stdout
+    runs = _api(f"{prefect_server}/flow_runs/filter", "POST", {"sort": "START_TIME_DESC", "limit": 1})
+    assert runs[0]["state"]["type"] == "COMPLETED", runs[0]["state"]

@@ -276,6 +276,7 @@ class GateParams:
     servability_tolerance: float = 1e-5
     # four eyes: a passing candidate becomes the challenger; another person runs `finsent approve` (or reject)
     require_approval: bool = False
+    approval_wait_minutes: float = 0  # on a Prefect server: the flow waits this long for a review in the UI
 
 
 @dataclass(frozen=True)

@@ -333,10 +333,10 @@ def cmd_history(args) -> None:
 
 
 def cmd_rollback(args) -> None:
-    from finsent.promotion import rollback
+    from finsent.promotion import acting_person, rollback
 
     client, registry = _registry(args)
-    event = rollback(client, registry, args.reason, actor=f"manual ({os.environ.get('USER', 'unknown')})")
+    event = rollback(client, registry, args.reason, actor=f"manual ({acting_person()})")
     print(f"rolled back: {registry.champion_alias} v{event['from_version']} -> v{event['to_version']} "
           f"(history #{event['seq']})")
 
@@ -378,7 +378,7 @@ def cmd_reject(args) -> None:
 
 
 def cmd_promote(args) -> None:
-    from finsent.promotion import alias_version, promote
+    from finsent.promotion import acting_person, alias_version, promote
 
     client, registry = _registry(args)
     if not args.force:
@@ -386,7 +386,7 @@ def cmd_promote(args) -> None:
     _registered_version(client, registry, args.version, "nothing promoted")
     current = alias_version(client, registry.model_name, registry.champion_alias)
     event = promote(client, registry, args.version, expected_champion=current, force=True,
-                    reason=f"manual override: {args.reason}", actor=f"manual ({os.environ.get('USER', 'unknown')})")
+                    reason=f"manual override: {args.reason}", actor=f"manual ({acting_person()})")
     print(f"v{args.version} is {registry.champion_alias}" + (f" (history #{event['seq']})" if event else
                                                              " already"))
 

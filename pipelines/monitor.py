@@ -17,6 +17,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from finsent.config import load_params
+from finsent.runtime import echo_run_lines
 from finsent.monitor.steps import (AliasedModel, check_prediction_drift, load_aliased, load_champion,
                                    log_monitor_run, raise_alerts, score_batch, shadow_score, write_report)
 
@@ -71,9 +72,10 @@ def log_task(root: Path, source: Path, out: Path, figures: dict, alerts: list[di
     return log_monitor_run(_params(root), source, out, figures, alerts, drift, version, shadow)
 
 
-@flow(name="finsent-monitor")
+@flow(name="finsent-monitor", log_prints=True)
 def monitor_flow(project_dir: str, source: str, out_dir: str) -> dict:
     root, out, batch = Path(project_dir), Path(out_dir), Path(source)
+    echo_run_lines()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         champion = champion_task(root, Path(scratch))

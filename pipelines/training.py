@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
 from finsent import layout, stages
+from finsent import overrides as run_overrides
 from finsent.config import load_params
 from finsent.data.drift import check_drift, stop_reason, summary_line
 from finsent.notify import flow_run_failed
@@ -24,7 +25,7 @@ from finsent.registry import champion_profile, registry_state, tracking_step
 from finsent.release import (AWAITING_APPROVAL, Promotion, compare_with_champion, gate_candidate, promote_in_turn,
                              publish_report, register_candidate)
 from finsent.review import wait_for_review
-from finsent.runtime import apply_defaults
+from finsent.runtime import apply_defaults, echo_run_lines
 from finsent.tracking import FlowRunRecord, flow_run_record, link_artifact
 from finsent.versioning import push, reproduce_stage
 
@@ -109,23 +110,42 @@ def _ensure_crash_detection() -> None:
 
 
 def _run_name() -> str:
-    """'train · financial_news.csv · lora' in the Prefect UI; a params error is the flow's to report, not the name's."""
+    """'train · financial_news.csv · lora' in the Prefect UI (with this run's data and method where its parameters
+    override them); a params error is the flow's to report, not the name's."""
     from prefect.runtime import flow_run
 
     try:
-        return _params(Path(flow_run.parameters["project_dir"])).run_label()
+        parameters = flow_run.parameters
+        method = next((item.split("=", 1)[1] for item in parameters.get("overrides") or []
+                       if item.replace(" ", "").startswith("peft.method=")), None)
+        return _params(Path(parameters["project_dir"])).run_label(parameters.get("data"), method)
     except Exception:  # a name must never fail the run: a params error is reported by the flow's first task
         return "train"
 
 
-@flow(name="finsent-training", flow_run_name=_run_name, on_failure=[flow_run_failed], on_crashed=[flow_run_failed])
-def training_flow(project_dir: str) -> dict:
+@flow(name="finsent-training", flow_run_name=_run_name, log_prints=True, on_failure=[flow_run_failed],
+      on_crashed=[flow_run_failed])
+def training_flow(project_dir: str, data: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Train, gate, register and promote the project's model.
+
+    Args:
+        project_dir: the project folder (params.yaml, dvc.yaml) on the machine that runs the flow.
+        data: a data file or drop folder to train on instead of params.yaml's data.sources, for this run only.
+        overrides: params values for this run only, each "section.key=value", e.g. "train.epochs=2",
+            "peft.method=ia3", "peft.lora.r=16"; checked (known key, type) before anything runs.
+    """
     root = Path(project_dir)
     # A worker's flow run did not come through the CLI: the project's embedded stores unless the worker's
     # environment names servers (MLFLOW_TRACKING_URI, ...): its environment is the configuration.
     apply_defaults(root)
+    echo_run_lines()  # the lines printed below: the run's Logs tab and this process's stdout
     if os.environ.get("PREFECT_API_URL"):  # a server, shared by runs that may outlive their worker
         _ensure_crash_detection()
+    with run_overrides.applied(root, list(overrides or []), data):  # e.g. set in the UI's custom run form
+        return _train(root)
+
+
+def _train(root: Path) -> dict:
     with flow_run_record(root, _params(root)) as record:  # one MLflow run, as long as this flow run
         link_artifact(record)
         outcomes = []

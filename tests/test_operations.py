@@ -291,13 +291,16 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
     try:
         deployment = _deployment(prefect_server, "finsent-training/scheduled-retraining", serve)
         assert deployment["parameters"] == {"project_dir": str(project)}
+        form = deployment["parameter_openapi_schema"]["properties"]  # the UI's custom-run form
+        assert set(form) == {"project_dir", "data", "overrides"} and "train.epochs=2" in form["overrides"]["description"]
         [schedule] = deployment["schedules"]
         assert schedule["active"] and schedule["schedule"]["cron"] == "0 6 * * 1-5"
         assert schedule["schedule"]["timezone"] == "UTC"
         assert deployment["global_concurrency_limit"]["limit"] == 1
 
         started = time.monotonic()
-        trigger = subprocess.run([PREFECT, "deployment", "run", "finsent-training/scheduled-retraining"],
+        trigger = subprocess.run([PREFECT, "deployment", "run", "finsent-training/scheduled-retraining",
+                                  "--params", json.dumps({"overrides": ["train.seed=3"]})],  # as the UI form sends
                                  cwd=project, capture_output=True, text=True, timeout=120,
                                  env=_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "cli_home")))
         assert trigger.returncode == 0, trigger.stdout + trigger.stderr
@@ -324,6 +327,10 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
         client = mlflow.MlflowClient(f"sqlite:///{project / '.finsent' / 'mlflow.db'}")
         champion = client.get_model_version_by_alias("finsent-sentiment", "champion")
         assert str(champion.version) == "1" and champion.tags["finsent.promotion"].startswith("promoted")
+        assert client.get_run(champion.run_id).data.params["train.seed"] == "3"  # the run's override...
+        assert "seed: 42" in (project / "params.yaml").read_text()  # ... for that run only
+        logs = _api(f"{prefect_server}/logs/filter", "POST", {"logs": {"flow_run_id": {"any_": [run["id"]]}}})
+        assert any(line["message"].strip().startswith("train     done") for line in logs)  # the UI's Logs tab
         limit = _api(f"{prefect_server}/v2/concurrency_limits/finsent-promotion")
         assert limit["limit"] == 1 and limit["active_slots"] == 0  # created by the run, its slot given back
     finally:

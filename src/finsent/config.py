@@ -440,11 +440,12 @@ class Params:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def run_label(self) -> str:
-        """What a training run trains, for a person: 'train · financial_news.csv · lora'."""
+    def run_label(self, data: str | None = None, method: str | None = None) -> str:
+        """What a training run trains, for a person: 'train · financial_news.csv · lora' (``data``, ``method``:
+        a run's own data source and method, where it overrides these params)."""
         names = [Path(spec.path).name for spec in self.data.source_specs()]
-        data = names[0] if len(names) == 1 else f"{names[0]} + {len(names) - 1} more"
-        return f"train · {data} · {self.peft.method}"
+        shown = Path(data).name if data else names[0] if len(names) == 1 else f"{names[0]} + {len(names) - 1} more"
+        return f"train · {shown} · {method or self.peft.method}"
 
 
 def _build(cls, values: dict[str, Any] | None, where: str):

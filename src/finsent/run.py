@@ -13,7 +13,7 @@ from finsent.config import load_params
 from finsent.errors import FinsentError
 from finsent.data.drift import summary_line
 from finsent.evaluate.gates import describe
-from finsent.runtime import tracking_uri
+from finsent.runtime import echo_run_lines, tracking_uri
 
 
 class _DropLockedDatabaseNoise(logging.Filter):
@@ -41,13 +41,14 @@ class _FailuresAreTheCliLine(logging.Filter):
 
 def _quiet_prefect() -> None:
     """Attach the filters to every handler (a logger's own filters skip records of its children); the failure
-    filter to console handlers only."""
+    filter to console handlers only; the flows' own lines echoed to stdout (runtime.echo_run_lines)."""
     loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
                                        if isinstance(logger, logging.Logger)]
     for handler in {handler for logger in loggers for handler in logger.handlers}:
         handler.addFilter(_DropLockedDatabaseNoise())
         if isinstance(handler, logging.StreamHandler):
             handler.addFilter(_FailuresAreTheCliLine())
+    echo_run_lines()
 
 
 def run_flow(root: Path, module: str, name: str, **parameters):

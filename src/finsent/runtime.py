@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import urllib.parse
 import warnings
 from pathlib import Path
@@ -74,7 +75,10 @@ def apply_defaults(root: Path) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The flows' lines (log_prints) and Prefect's own run records reach the run's Logs tab at INFO; the console
+    # shows warnings only, and the flows echo their own lines to stdout (echo_run_lines)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     if not os.environ.get("PREFECT_API_URL"):
         # Prefect waits 20 s for its ephemeral API to come up; a busy 2-core machine (CI, a training run beside)
         # can take longer, and the run then dies before doing anything. Only where the ephemeral API is used.
@@ -102,3 +106,26 @@ def quiet_libraries() -> None:
         transformers.logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a hard dependency
         pass
+
+
+class _RunLinesToStdout(logging.Handler):
+    """The flows run with ``log_prints``: their progress lines become INFO records of the Prefect run (the UI's
+    Logs tab) instead of stdout. The console still shows them as plain lines on stdout: the INFO records of the
+    run loggers that finsent's code wrote (not Prefect's own 'Beginning flow run' records)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.INFO and f"{os.sep}prefect{os.sep}" not in record.pathname:
+            sys.stdout.write(record.getMessage() + "\n")
+            sys.stdout.flush()
+
+
+def echo_run_lines() -> None:
+    """Show the flows' own log lines on stdout, in whatever process runs the flow (the CLI, `finsent serve`'s
+    flow-run processes, a worker's); idempotent."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        run_logger = logging.getLogger(name)
+        if not any(isinstance(handler, _RunLinesToStdout) for handler in run_logger.handlers):
+            run_logger.addHandler(_RunLinesToStdout())

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.runtime import flow_run
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
@@ -25,7 +26,7 @@ from finsent.registry import champion_profile, registry_state, tracking_step
 from finsent.release import (AWAITING_APPROVAL, Promotion, compare_with_champion, gate_candidate, promote_in_turn,
                              publish_report, register_candidate)
 from finsent.review import wait_for_review
-from finsent.runtime import apply_defaults, echo_run_lines
+from finsent.runtime import RUN_NAME_ENV, apply_defaults, echo_run_lines
 from finsent.tracking import FlowRunRecord, flow_run_record, link_artifact
 from finsent.versioning import push, reproduce_stage
 
@@ -112,8 +113,6 @@ def _ensure_crash_detection() -> None:
 def _run_name() -> str:
     """'train · financial_news.csv · lora' in the Prefect UI (with this run's data and method where its parameters
     override them); a params error is the flow's to report, not the name's."""
-    from prefect.runtime import flow_run
-
     try:
         parameters = flow_run.parameters
         method = next((item.split("=", 1)[1] for item in parameters.get("overrides") or []
@@ -139,6 +138,7 @@ def training_flow(project_dir: str, data: str | None = None, overrides: list[str
     # environment names servers (MLFLOW_TRACKING_URI, ...): its environment is the configuration.
     apply_defaults(root)
     echo_run_lines()  # the lines printed below: the run's Logs tab and this process's stdout
+    os.environ[RUN_NAME_ENV] = flow_run.name or "train"  # what the stage processes record the run as (GX)
     if os.environ.get("PREFECT_API_URL"):  # a server, shared by runs that may outlive their worker
         _ensure_crash_detection()
     with run_overrides.applied(root, list(overrides or []), data):  # e.g. set in the UI's custom run form

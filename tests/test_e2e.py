@@ -68,6 +68,22 @@ def test_validation_evidence_is_found_from_the_mlflow_run(project, first_run, tm
     assert client.get_run(run_id).data.params["data_rows_read"] == "180"
 
 
+def test_data_docs_open_offline_and_name_the_run_and_the_data(project, first_run):
+    """Every page of the published Data Docs loads its scripts, styles and images from the site itself (shipped
+    copies), and says which flow run validated which source."""
+    from finsent.data.docs_offline import remote_assets
+
+    site = project / "reports" / "data_docs"
+    pages = list(site.rglob("*.html"))
+    assert len(pages) >= 7  # index, three suites, three validation results
+    assert {page.name: remote_assets(page.read_text()) for page in pages} == {page.name: [] for page in pages}
+    assert (site / "static" / "vendor" / "bootstrap-table.min.js").is_file()
+    assert (site / "static" / "vendor" / "fontawesome" / "webfonts" / "fa-solid-900.woff2").is_file()
+    [result] = site.glob("validations/finsent_dataset/*/*/*.html")
+    assert result.parts[-3] == "train-slice.csv-lora"  # the flow run's name, as GX's run name
+    assert "slice.csv" in result.read_text()  # the data asset
+
+
 def test_dvc_metrics_and_plots_show_the_run(project, first_run, tmp_path):
     """`dvc metrics show` has the test figures; `dvc plots show` draws the training curve, the confusion matrix
     and the run's pictures."""

@@ -60,6 +60,9 @@ def project_experiment_id(client, name: str, root: Path) -> str:
     return client.create_experiment(name, artifact_location=f"{artifact_root(root)}/{name}")
 
 
+RUN_NAME_ENV = "FINSENT_RUN_NAME"  # the flow run's name, for what its stage processes record (GX's run name)
+
+
 def apply_defaults(root: Path) -> None:
     """Point MLflow and Prefect at the project's embedded state unless the user configured them."""
     state = state_dir(root)

@@ -13,9 +13,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import re
 from pathlib import Path
 
 import pandas as pd
+
+from finsent.data.docs_offline import make_offline
+from finsent.runtime import RUN_NAME_ENV
 
 SITE = "local_site"
 KEEP_RESULTS = 5  # stored results per suite; GX keeps every one forever and rebuilds the index from all
@@ -45,12 +50,14 @@ def _docs_site(context) -> None:
 
 
 def publish_docs(project: Path, docs_dir: Path) -> None:
-    """Copy the Data Docs site the suites built (``build_docs``) to ``docs_dir``, replacing what was there."""
+    """Copy the Data Docs site the suites built (``build_docs``) to ``docs_dir``, replacing what was there, with
+    its scripts and styles local so that it opens offline."""
     import shutil
 
     if docs_dir.exists():
         shutil.rmtree(docs_dir)
     shutil.copytree(Path(project) / "gx" / SITE_DIR, docs_dir)
+    make_offline(docs_dir)
 
 
 def _batch_definition(context, name: str):
@@ -97,12 +104,14 @@ def _prune(context, name: str) -> None:
 
 
 def run_suite(frame: pd.DataFrame, name: str, expectations: list, row_key: str | None = None,
-              project: Path | None = None, build_docs: bool = False) -> dict:
+              project: Path | None = None, build_docs: bool = False, data_asset: str | None = None) -> dict:
     """Validate ``frame``; -> the GX result as a JSON-able dict.
 
-    ``row_key``: a column of ``frame`` naming each row; the result then lists every failing row by it."""
+    ``row_key``: a column of ``frame`` naming each row; the result then lists every failing row by it.
+    ``data_asset``: what the data is (its source files), shown as the Data Docs page's data asset; the run is
+    named after the flow run that validates (``FINSENT_RUN_NAME``), else 'finsent validate'."""
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
 
     # partial_unexpected_count 0: no row's text reaches the Data Docs HTML (GX renders sample values unescaped, so
     # a quarantined '<script>' would run in the reader's browser); the quarantine file holds the rows themselves
@@ -121,9 +130,15 @@ def run_suite(frame: pd.DataFrame, name: str, expectations: list, row_key: str |
     validation = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=_batch_definition(context, name),
                                 suite=_suite(context, name, expectations)))
-    actions = [UpdateDataDocsAction(name="update_data_docs", site_names=[SITE])] if build_docs else []
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=name, validation_definitions=[validation], result_format=result_format, actions=actions))
+        name=name, validation_definitions=[validation], result_format=result_format))
     _prune(context, name)
-    (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
+    # a folder name in the site: 'train · news.csv · lora' -> 'train-news.csv-lora'
+    run_id = RunIdentifier(run_name=re.sub(r"[^\w.]+", "-", os.environ.get(RUN_NAME_ENV) or "finsent validate"))
+    ((key, result),) = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id).run_results.items()
+    if build_docs:
+        # an in-memory DataFrame's batch has no asset name for the page to show: name the data, then build
+        result.meta["batch_spec"]["data_asset_name"] = data_asset or name
+        context.validation_results_store.set(key, result)
+        context.build_data_docs(site_names=[SITE])
     return result.to_json_dict()

@@ -137,8 +137,9 @@ def validate(ingested: Path, labels: list[str], params: ValidationParams, accept
              metrics_out: Path | None = None) -> dict:
     """``gx_project``: the folder holding ``gx/`` (file-backed suites, stored results, Data Docs built into
     ``docs_dir``); None runs the same suites in an ephemeral context."""
-    gx = {"project": gx_project, "build_docs": gx_project is not None and docs_dir is not None}
     frame = pd.read_parquet(ingested).reset_index(drop=True)
+    gx = {"project": gx_project, "build_docs": gx_project is not None and docs_dir is not None,
+          "data_asset": " + ".join(sorted(frame["source"].astype(str).unique())) if "source" in frame else None}
     rows_read = len(frame)
     checked = frame.assign(**{_ROW: range(rows_read)})
     row_result = run_suite(checked, "finsent_rows", _row_expectations(labels, params), row_key=_ROW, **gx)

@@ -56,7 +56,7 @@ def test_every_method_trains_saves_and_reloads_to_identical_logits(tmp_path, tin
     assert (summary["trainable_params"] == summary["total_params"]) == (method == "full")
     save_trained(model, summary, params, tokenized, tmp_path / "adapter")
     meta = read_meta(tmp_path / "adapter")
-    assert meta["method"] == method and meta["base_model"]["path"] == str(tiny_base)
+    assert meta["method"] == method and meta["base_model"]["base"] == str(tiny_base) and "path" not in meta["base_model"]
     assert len(meta["base_model"]["weights_sha256"]) == 64
     assert not list((tmp_path / "adapter").glob("model.safetensors")), "the base weights must not be copied"
 

@@ -1,8 +1,8 @@
 """The frozen base model: where its weights are, and an identity that pins them exactly.
 
 An adapter is only meaningful on the exact base weights it was trained on, so every bundle
-records the base's name, resolved path, revision and the sha256 of its safetensors files,
-and loading refuses weights whose hash differs.
+records the base's name (as configured), revision and the sha256 of its safetensors files,
+and loading finds the weights again from the name and refuses weights whose hash differs.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def weights_sha256(path: Path) -> str:
 
 
 def base_identity(base: str) -> dict:
+    """The base as configured ('bundled', a hub id, or the folder as params.yaml names it), its revision and
+    weights hash: nothing of the machine that trained (the bundle's bytes do not depend on where the venv is)."""
     path = resolve_base(base)
     if base == BUNDLED_BASE:
         revision = f"{BUNDLED_PACKAGE}=={metadata.version(BUNDLED_PACKAGE)}"
@@ -60,7 +62,7 @@ def base_identity(base: str) -> dict:
         revision = None
     else:
         revision = path.name  # hub snapshot folders are named by commit hash
-    return {"base": base, "path": str(path), "revision": revision, "weights_sha256": weights_sha256(path)}
+    return {"base": base, "revision": revision, "weights_sha256": weights_sha256(path)}
 
 
 def verified_base_path(identity: dict) -> Path:

@@ -214,7 +214,7 @@ def render(chain: dict) -> str:
         lines.append(f"              #{e['seq']} {e['time']} {change} by {e['actor']}: {e['reason']}")
     base = chain["base_model"]
     lines.append("base model  " + (missing(base) or f"{base['base']} ({base.get('revision')})  sha256 "
-                                    f"{base['weights_sha256']}  path {base['path']}"))
+                                    f"{base['weights_sha256']}" + (f"  path {base['path']}" if base.get("path") else "")))
     card = chain["model_card"]
     lines.append("model card  " + (missing(card) or f"`{card['command']}` ({card['where']})"))
     return "\n".join(lines)

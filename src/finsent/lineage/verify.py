@@ -113,7 +113,8 @@ def _base_link(base: dict) -> dict:
 
     link = {"link": f"base model: {base['base']}", "recorded": base["weights_sha256"]}
     try:
-        path = resolve_base(base["base"]) if not Path(base["path"]).is_dir() else Path(base["path"])
+        recorded = base.get("path")  # bundles made before the identity stopped naming the trainer's path
+        path = Path(recorded) if recorded and Path(recorded).is_dir() else resolve_base(base["base"])
     except FinsentError as exc:
         return {**link, "status": MISSING, "detail": str(exc)}
     actual = weights_sha256(path)

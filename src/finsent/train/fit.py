@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from finsent.base_model import base_identity
+from finsent.base_model import base_identity, resolve_base
 from finsent.bundle import save_bundle
 from finsent.config import Params
 from finsent.errors import FinsentError
@@ -170,7 +170,7 @@ def train_model(tokenized_dir: Path, params: Params, checkpoint_root: Path | Non
     batches_per_epoch = -(-rank_rows // cfg.batch_size)
     steps_per_epoch = -(-batches_per_epoch // cfg.grad_accum_steps)
     total_steps = cfg.epochs * steps_per_epoch
-    model = build_trainable(Path(identity["path"]), params.labels, params.peft, total_steps,
+    model = build_trainable(resolve_base(params.model.base), params.labels, params.peft, total_steps,
                             params.model.pooling).to(device)
     sizes = count_parameters(model)
     forward = distributed.wrap(model, device)  # DDP averages gradients across ranks; the model itself is saved
@@ -289,7 +289,7 @@ def fit(tokenized_dir: Path, params: Params, out_dir: Path, history_out: Path,
     if not distributed.is_main():
         return summary  # rank 0 writes the one bundle and report
     summary["adapter_bytes"] = save_trained(model, summary, params, tokenized_dir, out_dir)
-    summary["base_bytes"] = sum(f.stat().st_size for f in Path(summary["base_model"]["path"]).glob("*.safetensors"))
+    summary["base_bytes"] = sum(f.stat().st_size for f in resolve_base(params.model.base).glob("*.safetensors"))
     history_out.parent.mkdir(parents=True, exist_ok=True)
     history_out.write_text(json.dumps(summary, indent=2))
     if curve_out is not None:

@@ -69,7 +69,7 @@ def report_task(out: Path, figures: dict, alerts: list[dict], drift: dict, versi
 @task(name="log-to-mlflow", **NETWORK_RETRIES)
 def log_task(root: Path, source: Path, out: Path, figures: dict, alerts: list[dict], drift: dict, version: str,
              shadow: dict | None) -> str:
-    return log_monitor_run(_params(root), source, out, figures, alerts, drift, version, shadow)
+    return log_monitor_run(root, _params(root), source, out, figures, alerts, drift, version, shadow)
 
 
 @flow(name="finsent-monitor", log_prints=True)

@@ -87,6 +87,7 @@ def test_the_monitor_scores_the_challenger_in_the_shadow_and_a_rejection_is_reco
     run_id = monitored.stdout.rsplit("MLflow run ", 1)[1].split()[0]
     logged = client.get_run(run_id)
     assert logged.data.metrics["shadow_agreement"] == shadow["agreement"]
+    assert client.get_experiment(logged.info.experiment_id).name == "finsent-monitor"
     assert logged.data.tags["challenger_version"] == "2" and "shadow.json" in [
         f.path for f in client.list_artifacts(run_id)]
 

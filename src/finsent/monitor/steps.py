@@ -177,15 +177,17 @@ def write_report(out: Path, figures: dict, alerts: list[dict], drift: dict, vers
     return report
 
 
-def log_monitor_run(params: Params, source: Path, out: Path, figures: dict, alerts: list[dict], drift: dict,
-                    version: str, shadow: dict | None) -> str:
-    """The monitor's figures and files as an MLflow run (experiment ``registry.experiment``), the report as its
-    description -> the run id."""
+def log_monitor_run(root: Path, params: Params, source: Path, out: Path, figures: dict, alerts: list[dict],
+                    drift: dict, version: str, shadow: dict | None) -> str:
+    """The monitor's figures and files as an MLflow run in experiment '<registry.experiment>-monitor' (apart from
+    the training runs it would otherwise crowd), the report as its description -> the run id."""
     import mlflow
     from mlflow import MlflowClient
 
+    from finsent.runtime import project_experiment_id
+
     client = MlflowClient()
-    experiment = mlflow.set_experiment(params.registry.experiment).experiment_id
+    experiment = project_experiment_id(client, f"{params.registry.experiment}-monitor", root)
     name = f"monitor · {source.name} · champion v{version}" + (
         f" vs challenger v{shadow['challenger_version']}" if shadow else "")
     run = client.create_run(experiment, run_name=name, tags={

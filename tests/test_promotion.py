@@ -167,3 +167,23 @@ def test_an_approval_after_the_champion_moved_is_refused(versions):
         approve(client, params, v2, approver="bob", reason="validated")
     assert alias_version(client, params.model_name, "champion") == v3
     assert alias_version(client, params.model_name, "challenger") == v2
+
+
+def test_long_descriptions_fit_mlflow_and_say_where_the_rest_is():
+    """SQL stores keep descriptions in VARCHAR(5000): the history keeps its newest decisions and counts the
+    others; any other text is cut at a line end and names where the whole of it is."""
+    from finsent.mlflow_limits import DESCRIPTION_LIMIT, fitted
+    from finsent.promotion import history_description
+
+    lines = [f"#{seq:<3} 2026-12-03T10:00:00.000+00:00  champion: v{seq - 1} -> v{seq}  by flow  reason: "
+             + "gates passed " * 8 for seq in range(1, 61)]
+    text = history_description(lines)
+    assert len(text) <= DESCRIPTION_LIMIT and text.endswith("```\n") and lines[-1] in text and lines[0] not in text
+    earlier = int(text.split("\n\n")[1].split()[0])
+    assert f"{earlier} earlier decisions: `finsent history`" in text and lines[earlier] in text
+    assert history_description(lines[:3]).count("#") == 4  # heading + 3 decisions, nothing cut
+    card = "\n".join(f"| row {i} | {'x' * 80} |" for i in range(200))
+    cut = fitted(card, DESCRIPTION_LIMIT, "the artifact reports/model_card.md")
+    assert len(cut) <= DESCRIPTION_LIMIT and cut.startswith("| row 0 |")
+    assert cut.rstrip().endswith("the whole text: the artifact reports/model_card.md)")
+    assert fitted("short", DESCRIPTION_LIMIT, "x") == "short"

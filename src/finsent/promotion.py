@@ -139,9 +139,24 @@ def _record(client: MlflowClient, model_name: str, moved: bool = True, **event) 
     events = history(client, model_name)
     event = {"seq": (events[-1]["seq"] + 1) if events else 1, "time": _now(), "moved": moved, **event}
     client.set_registered_model_tag(model_name, f"{HISTORY_PREFIX}{event['seq']:06d}", json.dumps(event))
-    lines = "\n".join(describe_event(e) for e in [*events, event])
-    client.update_registered_model(model_name, description=f"{HISTORY_HEADING}\n\n```\n{lines}\n```\n")
+    client.update_registered_model(model_name,
+                                   description=history_description([describe_event(e) for e in [*events, event]]))
     return event
+
+
+def history_description(lines: list[str]) -> str:
+    """The history as the registered model's description: the newest decisions that fit MLflow's description
+    limit, and how many earlier ones `finsent history` shows."""
+    from finsent.mlflow_limits import DESCRIPTION_LIMIT, fitted
+
+    shown = list(lines)
+    while True:
+        earlier = len(lines) - len(shown)
+        text = (f"{HISTORY_HEADING}\n\n" + (f"{earlier} earlier decisions: `finsent history`\n\n" if earlier else "")
+                + "```\n" + "\n".join(shown) + "\n```\n")
+        if len(text) <= DESCRIPTION_LIMIT or len(shown) <= 1:
+            return fitted(text, DESCRIPTION_LIMIT, "`finsent history`")
+        shown.pop(0)
 
 
 def _move(client: MlflowClient, params: RegistryParams, alias: str, version: str | None) -> None:

@@ -19,6 +19,7 @@ from finsent.config import Params
 from finsent.errors import FinsentError, GateFailed
 from finsent.evaluate.gates import describe, gate
 from finsent.evaluate.report import evaluation_report
+from finsent.mlflow_limits import DESCRIPTION_LIMIT, TAG_LIMIT, fitted
 from finsent.promotion import (ChampionMoved, acting_person, alias_version, nominate, promote, record_refusal,
                                rejection)
 from finsent.registry import get_or_register
@@ -250,8 +251,9 @@ def publish_report(root: Path, params: Params, registration: dict, verdict: dict
     client.log_text(flow_run_id, report, layout.EVAL_REPORT_MD)
     for file in (card, card.with_suffix(".html")):
         client.log_artifact(flow_run_id, str(file), layout.REPORTS_DIR)
-    client.set_tag(flow_run_id, "mlflow.note.content", report)  # the run's description in the MLflow UI
+    client.set_tag(flow_run_id, "mlflow.note.content",  # the run's description in the MLflow UI
+                   fitted(report, TAG_LIMIT, f"this run's artifact {layout.EVAL_REPORT_MD}"))
     if registration["new_version"] or promotion.promoted:
-        client.update_model_version(registration["model_name"], registration["version"],
-                                    description=card.read_text())
+        client.update_model_version(registration["model_name"], registration["version"], description=fitted(
+            card.read_text(), DESCRIPTION_LIMIT, f"the artifact {layout.MODEL_CARD} of run {registration['run_id']}"))
     return report

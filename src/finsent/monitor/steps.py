@@ -184,16 +184,17 @@ def log_monitor_run(root: Path, params: Params, source: Path, out: Path, figures
     import mlflow
     from mlflow import MlflowClient
 
+    from finsent.mlflow_limits import TAG_LIMIT, fitted
     from finsent.runtime import project_experiment_id
 
     client = MlflowClient()
     experiment = project_experiment_id(client, f"{params.registry.experiment}-monitor", root)
     name = f"monitor · {source.name} · champion v{version}" + (
         f" vs challenger v{shadow['challenger_version']}" if shadow else "")
+    note = fitted((out / "monitor_report.md").read_text(), TAG_LIMIT, "this run's artifact monitor_report.md")
     run = client.create_run(experiment, run_name=name, tags={
-        "finsent.kind": "monitor", "champion_version": version, "mlflow.note.content":
-        (out / "monitor_report.md").read_text(), **({"challenger_version": shadow["challenger_version"]}
-                                                    if shadow else {})})
+        "finsent.kind": "monitor", "champion_version": version, "mlflow.note.content": note,
+        **({"challenger_version": shadow["challenger_version"]} if shadow else {})})
     metrics = {**{k: float(figures[k]) for k in ("rows_read", "rows_scored", "rows_skipped", "rows_per_second")},
                "alerts": float(len(alerts)),
                **{f"drift_{c['check']}": float(c["observed"]) for c in drift["checks"]

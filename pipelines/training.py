@@ -115,8 +115,7 @@ def _run_name() -> str:
     override them); a params error is the flow's to report, not the name's."""
     try:
         parameters = flow_run.parameters
-        method = next((item.split("=", 1)[1] for item in parameters.get("overrides") or []
-                       if item.replace(" ", "").startswith("peft.method=")), None)
+        method = run_overrides.parse(parameters.get("overrides") or []).get("peft.method")
         return _params(Path(parameters["project_dir"])).run_label(parameters.get("data"), method)
     except Exception:  # a name must never fail the run: a params error is reported by the flow's first task
         return "train"

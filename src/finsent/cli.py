@@ -354,27 +354,22 @@ def _registered_version(client, registry, version: str, consequence: str) -> str
     return version
 
 
-def cmd_approve(args) -> None:
-    from finsent.promotion import acting_person, approve
+def cmd_decide(args) -> None:
+    """`finsent approve` / `finsent reject`: the acting person's decision on the challenger."""
+    from finsent.promotion import acting_person, approve, reject
 
     client, registry = _registry(args)
-    version = _registered_version(client, registry, args.version, "nothing approved")
-    approver = acting_person()
-    event = approve(client, registry, version, approver=approver, reason=args.reason)
-    print(f"approved by {approver}: v{version} is {registry.champion_alias}"
-          + (f"; v{event['from_version']} is now {registry.previous_alias}" if event and event["from_version"] else "")
-          + (f" (history #{event['seq']})" if event else ""))
-
-
-def cmd_reject(args) -> None:
-    from finsent.promotion import acting_person, reject
-
-    client, registry = _registry(args)
-    version = _registered_version(client, registry, args.version, "nothing rejected")
-    actor = acting_person()
-    event = reject(client, registry, version, actor=actor, reason=args.reason)
-    print(f"rejected by {actor}: v{version} is no longer {registry.challenger_alias}; it stays registered "
-          f"(history #{event['seq']})")
+    version = _registered_version(client, registry, args.version, "nothing " + {"approve": "approved", "reject": "rejected"}[args.command])
+    person = acting_person()
+    if args.command == "approve":
+        event = approve(client, registry, version, approver=person, reason=args.reason)
+        print(f"approved by {person}: v{version} is {registry.champion_alias}"
+              + (f"; v{event['from_version']} is now {registry.previous_alias}" if event and event["from_version"]
+                 else "") + (f" (history #{event['seq']})" if event else ""))
+    else:
+        event = reject(client, registry, version, actor=person, reason=args.reason)
+        print(f"rejected by {person}: v{version} is no longer {registry.challenger_alias}; it stays registered "
+              f"(history #{event['seq']})")
 
 
 def cmd_promote(args) -> None:
@@ -549,13 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")
     rollback.set_defaults(func=cmd_rollback)
 
-    for name, verb, what in (("approve", cmd_approve, "make the challenger VERSION champion (four eyes: not by "
-                                                       "the person who trained it)"),
-                             ("reject", cmd_reject, "take the challenger alias from VERSION; it stays registered")):
+    for name, what in (("approve", "make the challenger VERSION champion (four eyes: not by the person who "
+                                   "trained it)"),
+                       ("reject", "take the challenger alias from VERSION; it stays registered")):
         decide = commands.add_parser(name, help=what)
         decide.add_argument("version", help="the challenger's version number (`finsent history` shows it)")
         decide.add_argument("--reason", required=True, help="why (recorded with your name in the alias history)")
-        decide.set_defaults(func=verb)
+        decide.set_defaults(func=cmd_decide)
 
     promote = commands.add_parser("promote", help="manual override: make VERSION champion without gates")
     promote.add_argument("version")

@@ -1,12 +1,15 @@
 """Resumable training state: a run killed mid-training (even by SIGKILL) continues where it stopped.
 
-A checkpoint holds everything the loop's future depends on: trainable weights, optimizer and LR
-schedule, the position (optimizer step, epoch, batch within the epoch), the epoch's running loss,
-the history and best-so-far weights, the torch RNG state (dropout), and method state (AdaLoRA's
-importance scores). The batch order is a pure function of (seed, epoch), so a resumed run
-replays exactly the batches it would have seen: it ends with the same weights as an
-uninterrupted one. Checkpoints live under a key of (training data, params) so a changed input
-never resumes a stale run; they are written atomically and removed once training finishes.
+The Trainer's checkpoint folder (``checkpoint-<step>``) holds the optimizer, the LR schedule, the RNG
+states and the position (optimizer step, epoch); the commit file ``last.pt`` beside it holds the
+rest of what the loop's future depends on: the trainable weights, method state (AdaLoRA's importance
+scores and rank pattern) and the run's progress (history, best-so-far weights, the epoch's running loss),
+with the name of the checkpoint folder it goes with. It is replaced atomically once that folder is
+complete, and only then are older folders removed, so a kill at any moment leaves one whole checkpoint.
+The batch order is a pure function of (seed, epoch), so a resumed run replays exactly the batches it
+would have seen: it ends with the same weights as an uninterrupted one. Checkpoints live under a key of
+(training data, params) so a changed input never resumes a stale run; they are removed once training
+finishes.
 """
 
 from __future__ import annotations
@@ -46,36 +49,40 @@ def _restore_method_state(model, state: dict) -> None:
         getattr(allocator, name).update(values)
 
 
-def save(folder: Path, model, optimizer, scheduler, position: dict) -> None:
+def commit(folder: Path, checkpoint_name: str, model, progress) -> None:
+    """Record the Trainer's complete checkpoint ``checkpoint_name`` with the weights, method state and progress,
+    then remove the checkpoints it replaces."""
+    import dataclasses
+
     import torch
 
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {"weights": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "method": _method_state(model), "position": position}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    state = {"checkpoint": checkpoint_name, "progress": dataclasses.asdict(progress),
+             "weights": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+             "method": _method_state(model)}
     partial = folder / (CHECKPOINT_FILE + ".partial")
     torch.save(state, partial)
-    os.replace(partial, folder / CHECKPOINT_FILE)  # a kill mid-write leaves the previous checkpoint intact
+    os.replace(partial, folder / CHECKPOINT_FILE)  # a kill mid-write leaves the previous commit intact
+    for older in folder.glob("checkpoint-*"):
+        if older.name != checkpoint_name:
+            shutil.rmtree(older, ignore_errors=True)
 
 
-def load(folder: Path, model, optimizer, scheduler) -> dict | None:
-    """Restore the last checkpoint into the given objects -> its position, or None when there is none."""
+def load(folder: Path) -> dict | None:
+    """The last committed checkpoint (weights, method state, progress, Trainer folder), or None when there is
+    none or its Trainer folder is gone."""
     import torch
 
     file = folder / CHECKPOINT_FILE
     if not file.is_file():
         return None
     state = torch.load(file, map_location="cpu", weights_only=True)
+    return state if (folder / state["checkpoint"]).is_dir() else None
+
+
+def restore(state: dict, model) -> None:
+    """Put a committed checkpoint's weights and method state into ``model``."""
     model.load_state_dict(state["weights"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    _restore_method_state(model, state["method"])
-    return state["position"]
+    _restore_method_state(model, dict(state["method"]))
 
 
 def clear(folder: Path) -> None:

@@ -4,7 +4,8 @@
 same RANK / WORLD_SIZE / LOCAL_RANK variables) runs one process per device; ``train.processes`` > 1
 makes ``finsent stage train`` re-launch itself that way, so dvc.yaml and the Prefect flow need no
 change. Each rank trains on its own shard of every epoch's batch order, gradients are averaged
-by DistributedDataParallel, and only rank 0 writes checkpoints, the bundle and the report (the flow's
+by DistributedDataParallel (the Trainer joins the process group and wraps the model; accelerate deals each
+epoch's batches out to the ranks), and only rank 0 writes checkpoints, the bundle and the report (the flow's
 MLflow logging reads those, so only rank 0's results are ever logged).
 """
 
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-
-import numpy as np
 
 
 def world() -> tuple[int, int, int]:
@@ -24,41 +23,6 @@ def world() -> tuple[int, int, int]:
 
 def is_main() -> bool:
     return world()[0] == 0
-
-
-def setup(device: str) -> str:
-    """Join the process group when launched with several processes -> this rank's device."""
-    _, local_rank, size = world()
-    if size == 1:
-        return device
-    import torch
-    import torch.distributed as dist
-
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = f"cuda:{local_rank}"
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return device
-
-
-def wrap(model, device: str):
-    """The module to run forward/backward through: DDP around ``model`` when distributed, else ``model``."""
-    if world()[2] == 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(model, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
-
-
-def shard(order: np.ndarray) -> np.ndarray:
-    """This rank's rows of an epoch order; padded by wrapping so every rank gets as many batches."""
-    rank, _, size = world()
-    if size == 1:
-        return order
-    per_rank = -(-len(order) // size)
-    padded = np.concatenate([order, order[:per_rank * size - len(order)]])
-    return padded[rank::size]
 
 
 def sum_across(value: float, device: str) -> float:

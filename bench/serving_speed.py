@@ -1,52 +1,68 @@
-"""Benchmark: scoring speed of a LoRA bundle served as adapter-on-base and merged into the base, against the
-plain base classifier (the same architecture without any adapter: the baseline).
+"""Benchmark: scoring speed of a bundle on each serving backend, against PyTorch fp32 adapter-on-base (what
+finsent served before ONNX: the baseline).
 
 Usage: python bench/serving_speed.py [BUNDLE_DIR] [N_SENTENCES]
-(BUNDLE_DIR defaults to models/adapter, made by `make run`). Prints rows/s of each and the ratios to the plain
-base, measured in the same process on the same sentences, alternating twice; checks merged and adapter agree.
+(BUNDLE_DIR defaults to models/adapter, made by `make run`). Scores the first N_SENTENCES (default 2000) of the
+Financial PhraseBank 50Agree file when ../shared holds it, else generated finance sentences, with: the adapter on
+its PyTorch base, the merged model on PyTorch, the merged model on ONNX Runtime fp32 and dynamic INT8 (exported
+here, as the onnx stage exports them). Each is timed twice, alternating, best run kept; prints rows/s, the
+ratio to the baseline and the share of labels equal to the baseline's.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+PHRASEBANK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "financial_phrasebank" / "Sentences_50Agree.txt"
+
+
+def sentences(rows: int) -> tuple[list[str], str]:
+    if PHRASEBANK.is_file():
+        lines = PHRASEBANK.read_text(encoding="latin-1").splitlines()
+        return [line.rsplit("@", 1)[0] for line in lines if "@" in line][:rows], "PhraseBank 50Agree"
+    return ([f"Company {i} said quarterly operating profit rose {i % 40} % to EUR {i % 97}.{i % 10} mn, "
+             f"while net sales were flat at EUR {100 + i % 300} mn." for i in range(rows)], "generated")
+
 
 def main() -> None:
-    from finsent.bundle import load_bundle, predict_proba
+    import torch
+
+    from finsent.bundle import load_bundle
+    from finsent.onnx_model import OnnxScorer, TorchScorer, export_fp32, quantize_int8
     from finsent.runtime import quiet_libraries
 
     quiet_libraries()
     bundle = Path(sys.argv[1] if len(sys.argv) > 1 else "models/adapter")
-    rows = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-    texts = [f"Company {i} said quarterly operating profit rose {i % 40} % to EUR {i % 97}.{i % 10} mn, "
-             f"while net sales were flat at EUR {100 + i % 300} mn." for i in range(rows)]
+    texts, kind = sentences(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
     model, tokenizer, meta = load_bundle(bundle)
-    if meta["method"] == "head_only":
-        print("head_only bundle: nothing to merge")
-        return
-    from finsent.base_model import verified_base_path
-    from finsent.train.methods import load_base_classifier
-
-    variants = {"plain base": load_base_classifier(verified_base_path(meta["base_model"]), meta["labels"]),
-                "adapter on base": model, "merged": load_bundle(bundle)[0].merge_and_unload()}
-    speeds, labels = {name: [] for name in variants}, {}
-    for _ in range(2):  # alternate, so drift in the machine's load hits every variant alike
-        for name, variant in variants.items():
-            predict_proba(variant, tokenizer, texts[:64], meta["max_length"])  # warm-up
-            started = time.perf_counter()
-            probabilities = predict_proba(variant, tokenizer, texts, meta["max_length"], batch_size=64)
-            speeds[name].append(rows / (time.perf_counter() - started))
-            labels[name] = probabilities.argmax(axis=1)
-    base = max(speeds["plain base"])
+    length = meta["max_length"]
+    with tempfile.TemporaryDirectory(prefix="finsent-bench-") as scratch:
+        fp32, int8 = Path(scratch) / "model.onnx", Path(scratch) / "model-int8.onnx"
+        export_fp32(bundle, fp32)
+        quantize_int8(fp32, int8)
+        scorers = {"torch adapter (fp32)": TorchScorer(model, tokenizer, length),
+                   "torch merged (fp32)": TorchScorer(load_bundle(bundle)[0].merge_and_unload(), tokenizer, length),
+                   "onnx (fp32)": OnnxScorer(fp32, tokenizer, length),
+                   "onnx-int8": OnnxScorer(int8, tokenizer, length)}
+        speeds, labels = {name: [] for name in scorers}, {}
+        for _ in range(2):  # alternate, so drift in the machine's load hits every backend alike
+            for name, scorer in scorers.items():
+                scorer.predict_proba(texts[:64])  # warm-up
+                started = time.perf_counter()
+                labels[name] = scorer.predict_proba(texts).argmax(axis=1)
+                speeds[name].append(len(texts) / (time.perf_counter() - started))
+    baseline = "torch adapter (fp32)"
+    print(f"{len(texts)} {kind} sentences, batches of 64, torch threads {torch.get_num_threads()}, "
+          f"bundle {bundle} ({meta['method']})")
     for name, runs in speeds.items():
-        print(f"{name:<16} {max(runs):8.1f} rows/s (best of {len(runs)})   {max(runs) / base:.2f}x plain base")
-    same = float(np.mean(labels["merged"] == labels["adapter on base"]))
-    print(f"merged / plain base: {max(speeds['merged']) / base:.2f} (goal >= 0.95); merged and adapter give the same "
-          f"label on {same:.1%} of {rows} rows")
+        same = float(np.mean(labels[name] == labels[baseline]))
+        print(f"{name:<22} {max(runs):8.1f} rows/s   {max(runs) / max(speeds[baseline]):.2f}x baseline   "
+              f"labels equal to baseline {same:.1%}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_every_stage_after_the_data_depends_on_the_versions_of_its_libraries(tmp
 
 
 def test_downstream_follows_the_declared_paths():
-    assert stages.downstream("validate") == ["validate", "split", "tokenize", "train", "evaluate"]
-    assert stages.downstream("train") == ["train", "evaluate"]
+    assert stages.downstream("validate") == ["validate", "split", "tokenize", "train", "evaluate", "onnx"]
+    assert stages.downstream("train") == ["train", "evaluate", "onnx"]
     assert stages.downstream("libraries") == ["libraries", "ingest", "validate", "split", "tokenize", "train",
-                                              "evaluate"]
+                                              "evaluate", "onnx"]

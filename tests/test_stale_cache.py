@@ -40,7 +40,7 @@ def reproduced(tmp_path_factory, tiny_base) -> Path:
     project = make_project(tmp_path_factory.mktemp("stale") / "project", 12,
                            model={"base": str(tiny_base), "max_length": 32}, train={"epochs": 1, "batch_size": 8})
     first = _repro(project)
-    assert all(first.values()) and len(first) == 8, first
+    assert all(first.values()) and len(first) == 9, first
     return project
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from finsent.base_model import verified_base_path
+from finsent.features import TOKENIZER_DIR
 from finsent.train.methods import load_base_classifier
 
 META_FILE = "finsent_model.json"
@@ -41,7 +42,7 @@ def save_bundle(model, tokenizer_dir: Path, meta: dict, out_dir: Path) -> None:
     else:
         model.save_pretrained(str(out_dir))
         canonical_adapter_config(out_dir / "adapter_config.json")
-    shutil.copytree(tokenizer_dir, out_dir / "tokenizer")
+    shutil.copytree(tokenizer_dir, out_dir / TOKENIZER_DIR)
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
@@ -77,7 +78,7 @@ def load_bundle(bundle_dir: Path):
 
         model = PeftModel.from_pretrained(model, str(bundle_dir))
     model.eval()
-    return model, load_tokenizer(bundle_dir / "tokenizer"), meta
+    return model, load_tokenizer(bundle_dir / TOKENIZER_DIR), meta
 
 
 MERGEABLE = ("lora", "adalora", "ia3")

@@ -279,6 +279,25 @@ class GateParams:
     approval_wait_minutes: float = 0  # on a Prefect server: the flow waits this long for a review in the UI
 
 
+SERVING_BACKENDS = ("onnx-int8", "onnx", "torch")  # what scores a registered model (finsent.onnx_model)
+
+
+@dataclass(frozen=True)
+class ServingParams:
+    """How the registered model scores: the backend wanted, and what the INT8 model must keep to be used."""
+    backend: str = "onnx-int8"  # onnx-int8 | onnx | torch; a backend that fails its check falls back to the next
+    int8_min_label_agreement: float = 0.99  # share of test rows where INT8 gives the torch model's label
+    int8_max_macro_f1_drop: float = 0.005  # test macro-F1 below the torch model's by at most this
+
+    def __post_init__(self):
+        if self.backend not in SERVING_BACKENDS:
+            raise FinsentError(f"params: serving.backend must be one of {', '.join(SERVING_BACKENDS)}, "
+                               f"got {self.backend!r}")
+        for name in ("int8_min_label_agreement", "int8_max_macro_f1_drop"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise FinsentError(f"params: serving.{name} must be between 0 and 1, got {getattr(self, name)!r}")
+
+
 @dataclass(frozen=True)
 class RegistryParams:
     model_name: str = "finsent-sentiment"
@@ -433,6 +452,7 @@ class Params:
     eval: EvalParams = field(default_factory=EvalParams)
     gate: GateParams = field(default_factory=GateParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
+    serving: ServingParams = field(default_factory=ServingParams)
     monitor: MonitorParams = field(default_factory=MonitorParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
     tune: TuneParams = field(default_factory=TuneParams)

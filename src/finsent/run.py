@@ -96,6 +96,7 @@ def _run(root: Path) -> dict:
 def print_summary(root: Path, params, result: dict) -> None:
     from mlflow import MlflowClient
 
+    from finsent.onnx_model import read_choice
     from finsent.registry import aliases_of
 
     registration, metrics, promotion = result["registration"], result["metrics"], result["promotion"]
@@ -126,8 +127,12 @@ def print_summary(root: Path, params, result: dict) -> None:
         print(f"  gates passed: all {len(checks)} checks (table in {layout.EVAL_REPORT_MD})")
     else:
         print(f"  gates FAILED: {describe(result['gate'], failed_only=True)}")
+    choice = read_choice(root / layout.ONNX_DIR)
+    if choice is not None:
+        print(f"  serving: {choice.backend} ({choice.reason})")
     print(f"  MLflow run {registration['run_id']} (experiment '{params.registry.experiment}')"
           f"{'' if trained else '; adapter from cache'}")
     print(f"  look:    mlflow ui --backend-store-uri {tracking_uri(root)}")
     print("  predict: finsent predict \"Operating profit rose 20 % to EUR 3.1 mn\"")
-    print(f"  files:   {layout.EVAL_REPORT_MD}, {layout.EVAL_DIR}/ (metrics, plots), {layout.ADAPTER_DIR}/ (adapter)")
+    print(f"  files:   {layout.EVAL_REPORT_MD}, {layout.EVAL_DIR}/ (metrics, plots), {layout.ADAPTER_DIR}/ (adapter), "
+          f"{layout.ONNX_DIR}/ (served model)")

@@ -22,19 +22,21 @@ class SentimentModel:
     """``predict(DataFrame with a 'text' column)`` -> DataFrame: label, prob_<label> for each label."""
 
     def __init__(self, bundle_dir: Path) -> None:
-        from finsent.bundle import load_bundle
+        from finsent.onnx_model import load_scorer
 
-        self._model, self._tokenizer, self._meta = load_bundle(Path(bundle_dir))
+        self._scorer = load_scorer(Path(bundle_dir))  # ONNX Runtime when the version was registered with it
+
+    @property
+    def backend(self) -> str:
+        return self._scorer.backend
 
     def predict(self, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from finsent.bundle import predict_proba
-
         if isinstance(model_input, pd.DataFrame):
             texts = model_input["text"].astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
-        labels = self._meta["labels"]
-        probabilities = predict_proba(self._model, self._tokenizer, texts, self._meta["max_length"])
+        labels = self._scorer.labels
+        probabilities = self._scorer.predict_proba(texts)
         result = pd.DataFrame({"label": [labels[i] for i in probabilities.argmax(axis=1)]})
         for i, name in enumerate(labels):
             result[f"prob_{name}"] = probabilities[:, i]

@@ -126,6 +126,13 @@ def _evaluate(call: Call) -> dict:
     return {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1")}
 
 
+def _onnx(call: Call) -> dict:
+    from finsent.onnx_model import build
+
+    choice = build(call["input"], call["test"], call.params.serving, call["out"], call["predictions"])
+    return {"backend": choice.backend, "reason": choice.reason}
+
+
 MODEL_LIBRARIES = ("torch", "transformers", "peft", "tokenizers", "safetensors", "numpy", "scikit-learn")
 STAGES: tuple[Stage, ...] = (
     Stage("libraries", _libraries, outputs={"out": LIBRARIES_DIR}, always_changed=True,
@@ -156,6 +163,10 @@ STAGES: tuple[Stage, ...] = (
           outputs={"out": "reports/eval", "labels": "reports/test_labels.csv"},
           metrics={"metrics": "reports/test_metrics.json"}, params=("eval",), libraries=MODEL_LIBRARIES,
           required=("input", "test")),
+    Stage("onnx", _onnx, inputs={"input": "models/adapter", "test": "data/processed/split/test.parquet"},
+          outputs={"out": "models/onnx", "predictions": "reports/serving_predictions.parquet"}, params=("serving",),
+          libraries=(*MODEL_LIBRARIES, "onnx", "onnxruntime"), required=("input", "test", "predictions"),
+          done="chose the serving backend"),
 )
 NAMES = tuple(stage.name for stage in STAGES)
 BY_NAME = {stage.name: stage for stage in STAGES}

@@ -52,18 +52,17 @@ def read_batch(source: Path, text_column: str) -> pd.DataFrame:
 def score(batch: pd.DataFrame, bundle_dir: Path, text_column: str, batch_size: int,
           model_version: str, normalize: NormalizeParams) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """-> (scored rows, skipped rows with reason, throughput figures)."""
-    from finsent.bundle import load_bundle, predict_proba
+    from finsent.onnx_model import load_scorer
 
     text = batch[text_column].map(lambda t: normalize_text(t, normalize) if isinstance(t, str) else None)
     blank = text.isna() | (text.str.len() == 0)
     skipped = batch[blank].assign(reason="text_missing_or_blank")
     rows = batch[~blank].assign(**{text_column: text[~blank]})
-    model, tokenizer, meta = load_bundle(bundle_dir)
+    scorer = load_scorer(bundle_dir)  # the backend the version was registered to serve with
     started = time.perf_counter()
-    probabilities = predict_proba(model, tokenizer, rows[text_column].tolist(), meta["max_length"],
-                                  batch_size=batch_size, progress=True)
+    probabilities = scorer.predict_proba(rows[text_column].tolist(), batch_size=batch_size)
     seconds = time.perf_counter() - started
-    labels = meta["labels"]
+    labels = scorer.labels
     scored = rows.assign(
         id=rows[text_column].map(text_id),
         label=[labels[i] for i in probabilities.argmax(axis=1)],
@@ -72,5 +71,6 @@ def score(batch: pd.DataFrame, bundle_dir: Path, text_column: str, batch_size: i
         model_version=model_version,
     )
     figures = {"rows_read": len(batch), "rows_scored": len(scored), "rows_skipped": len(skipped),
-               "scoring_seconds": round(seconds, 3), "rows_per_second": round(len(scored) / max(seconds, 1e-9), 1)}
+               "scoring_seconds": round(seconds, 3), "rows_per_second": round(len(scored) / max(seconds, 1e-9), 1),
+               "backend": scorer.backend}
     return scored, skipped, figures

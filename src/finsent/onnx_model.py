@@ -1,0 +1,245 @@
+"""Scoring on ONNX Runtime: the adapter folded into the base, exported to ONNX, and its INT8 quantization.
+
+The onnx stage writes ``model.onnx`` (fp32), ``model-int8.onnx`` (weights quantized to INT8 per output
+channel, activations quantized on the fly: ONNX Runtime's dynamic quantization) and ``choice.json``: the
+backend the model is served with and why. It scores the test split with the torch model and both ONNX models
+and keeps
+
+- ``onnx-int8`` only when its macro-F1 is within ``serving.int8_max_macro_f1_drop`` of the torch model's
+  and at least ``serving.int8_min_label_agreement`` of its labels are the torch model's labels,
+- else ``onnx`` (fp32) when its probabilities equal the torch model's within ``ONNX_TOLERANCE``,
+- else ``torch``, the reference.
+
+A registered model carries the folder beside its adapter bundle (``onnx/``); every load of it (``finsent
+predict``, the monitor, the pyfunc model, ``mlflow models serve``) reads the choice, and a bundle without the
+folder is served on torch. An ONNX file is a graph of standard operators and weights, no code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+BUNDLE_SUBDIR = "onnx"  # the folder's name inside a registered model's adapter bundle
+FP32_FILE = "model.onnx"
+INT8_FILE = "model-int8.onnx"
+CHOICE_FILE = "choice.json"
+BACKEND_FILES = {"onnx-int8": INT8_FILE, "onnx": FP32_FILE}
+ONNX_TOLERANCE = 1e-4  # largest difference of a class probability, ONNX fp32 vs torch
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend serves the model, and the test figures it was chosen on."""
+
+    backend: str
+    reason: str
+    rows: int = 0
+    macro_f1: dict | None = None  # backend -> test macro-F1
+    int8_label_agreement: float | None = None  # share of test rows where INT8 and torch give the same label
+    onnx_max_probability_diff: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_choice(folder: Path) -> BackendChoice | None:
+    file = Path(folder) / CHOICE_FILE
+    return BackendChoice(**json.loads(file.read_text())) if file.is_file() else None
+
+
+def export_fp32(bundle_dir: Path, out_file: Path) -> None:
+    """Fold the adapter into the base (``export_merged``) and trace the merged model to ONNX: token ids and
+    attention mask in (any batch size and length), logits out."""
+    import torch
+
+    from finsent.bundle import export_merged, load_exported
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    with tempfile.TemporaryDirectory(prefix="finsent-merged-") as scratch:
+        export_merged(bundle_dir, Path(scratch) / "merged")
+        model, tokenizer = load_exported(Path(scratch) / "merged")
+        example = tokenizer(["an example sentence", "two"], padding=True, return_tensors="pt")
+        sequences = {0: "batch", 1: "length"}
+        with warnings.catch_warnings():  # the trace's notes on shape checks it records as constants
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(Logits(model), (example["input_ids"], example["attention_mask"]), str(out_file),
+                              dynamo=False, opset_version=OPSET, input_names=["input_ids", "attention_mask"],
+                              output_names=["logits"], dynamic_axes={"input_ids": sequences,
+                                                                     "attention_mask": sequences,
+                                                                     "logits": {0: "batch"}})
+
+
+def quantize_int8(fp32_file: Path, out_file: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process (shape inference) fails on this graph's dynamic length
+    try:
+        quantize_dynamic(str(fp32_file), str(out_file), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
+
+
+class OnnxScorer:
+    """Class probabilities from an ONNX file, batched as the torch path batches (sorted by length)."""
+
+    def __init__(self, onnx_file: Path, tokenizer, max_length: int, threads: int = 0):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (the physical cores)
+        self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        probabilities = None
+        for start in range(0, len(texts), batch_size):
+            batch = order[start:start + batch_size]
+            encoded = self.tokenizer([texts[i] for i in batch], truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="np")
+            logits = self.session.run(None, {"input_ids": encoded["input_ids"].astype(np.int64),
+                                             "attention_mask": encoded["attention_mask"].astype(np.int64)})[0]
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            if probabilities is None:
+                probabilities = np.zeros((len(texts), logits.shape[1]), dtype=np.float64)
+            probabilities[batch] = shifted / shifted.sum(axis=1, keepdims=True)
+        return probabilities if probabilities is not None else np.zeros((0, 0))
+
+
+class TorchScorer:
+    """The adapter on its PyTorch base: the reference every other backend is checked against."""
+
+    def __init__(self, model, tokenizer, max_length: int):
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        from finsent.bundle import predict_proba
+
+        return predict_proba(self.model, self.tokenizer, texts, self.max_length, batch_size)
+
+
+@dataclass
+class Scorer:
+    """What a load of a model gives: the backend serving it, its labels, and ``predict_proba(texts)``."""
+
+    backend: str
+    labels: list[str]
+    engine: OnnxScorer | TorchScorer
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.engine.predict_proba(texts, batch_size)
+
+
+def load_scorer(bundle_dir: Path, onnx_dir: Path | None = None) -> Scorer:
+    """The model of an adapter bundle, served as its ONNX folder's choice says (default folder: ``onnx/``
+    inside the bundle); on torch when there is no folder or it chose torch."""
+    from finsent.bundle import load_bundle
+    from finsent.features import load_tokenizer
+
+    bundle_dir = Path(bundle_dir)
+    onnx_dir = Path(onnx_dir) if onnx_dir is not None else bundle_dir / BUNDLE_SUBDIR
+    choice = read_choice(onnx_dir)
+    if choice is not None and choice.backend in BACKEND_FILES:
+        from finsent.bundle import read_meta
+        from finsent.features import TOKENIZER_DIR
+
+        meta = read_meta(bundle_dir)
+        engine = OnnxScorer(onnx_dir / BACKEND_FILES[choice.backend], load_tokenizer(bundle_dir / TOKENIZER_DIR),
+                            meta["max_length"])
+        return Scorer(choice.backend, list(meta["labels"]), engine)
+    model, tokenizer, meta = load_bundle(bundle_dir)
+    return Scorer("torch", list(meta["labels"]), TorchScorer(model, tokenizer, meta["max_length"]))
+
+
+def _macro_f1(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, probabilities.argmax(axis=1), average="macro"))
+
+
+def build(bundle_dir: Path, test_file: Path, settings, out_dir: Path, predictions_out: Path) -> BackendChoice:
+    """The onnx stage: export (and quantize) the bundle's model into ``out_dir``, check it against the torch
+    model on the test split, and record the backend to serve with (``settings``: ``params.serving``). Only the
+    chosen backend's file is kept; its test predictions go to ``predictions_out`` (what the registered model
+    must reproduce when it is loaded: the servability check)."""
+    import pandas as pd
+
+    from finsent.bundle import load_bundle
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    model, tokenizer, meta = load_bundle(bundle_dir)
+    test = pd.read_parquet(test_file)
+    reference = TorchScorer(model, tokenizer, meta["max_length"])
+    scores = {"torch": reference.predict_proba(test["text"].astype(str).tolist())}
+    choice = _choose(Path(bundle_dir), test, meta, tokenizer, scores, settings, out_dir)
+    for file in (FP32_FILE, INT8_FILE):
+        if file != BACKEND_FILES.get(choice.backend):
+            (out_dir / file).unlink(missing_ok=True)
+    (out_dir / CHOICE_FILE).write_text(json.dumps(choice.to_dict(), indent=2, sort_keys=True))
+    chosen, labels = scores[choice.backend], meta["labels"]
+    predictions = test[["id", "label"]].assign(predicted=[labels[i] for i in chosen.argmax(axis=1)])
+    for i, name in enumerate(labels):
+        predictions[f"prob_{name}"] = chosen[:, i]
+    Path(predictions_out).parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_parquet(predictions_out, index=False)
+    return choice
+
+
+def _choose(bundle_dir: Path, test, meta: dict, tokenizer, scores: dict, settings, out_dir: Path) -> BackendChoice:
+    """-> the backend to serve with; adds each scored backend's test probabilities to ``scores``."""
+    from finsent.errors import FinsentError
+
+    if settings.backend == "torch":
+        return BackendChoice("torch", "serving.backend is torch")
+    try:
+        export_fp32(bundle_dir, out_dir / FP32_FILE)
+    except FinsentError as exc:  # e.g. prompt tuning: no weights to fold into the base
+        return BackendChoice("torch", f"no ONNX export: {exc}")
+    texts = test["text"].astype(str).tolist()
+    truth = test["label"].map({name: i for i, name in enumerate(meta["labels"])}).to_numpy()
+    reference = scores["torch"]
+    fp32 = scores["onnx"] = OnnxScorer(out_dir / FP32_FILE, tokenizer, meta["max_length"]).predict_proba(texts)
+    difference = float(np.abs(fp32 - reference).max()) if len(texts) else 0.0
+    figures = {"rows": len(texts), "macro_f1": {"torch": _macro_f1(truth, reference), "onnx": _macro_f1(truth, fp32)},
+               "onnx_max_probability_diff": difference}
+    if difference > ONNX_TOLERANCE:
+        return BackendChoice("torch", f"the ONNX model's probabilities differ from torch's by up to "
+                                      f"{difference:.2g} (> {ONNX_TOLERANCE:g})", **figures)
+    if settings.backend == "onnx":
+        return BackendChoice("onnx", "serving.backend is onnx", **figures)
+    quantize_int8(out_dir / FP32_FILE, out_dir / INT8_FILE)
+    int8 = scores["onnx-int8"] = OnnxScorer(out_dir / INT8_FILE, tokenizer, meta["max_length"]).predict_proba(texts)
+    figures["macro_f1"]["onnx-int8"] = _macro_f1(truth, int8)
+    agreement = float((int8.argmax(axis=1) == reference.argmax(axis=1)).mean()) if len(texts) else 1.0
+    drop = figures["macro_f1"]["torch"] - figures["macro_f1"]["onnx-int8"]
+    figures["int8_label_agreement"] = agreement
+    if agreement < settings.int8_min_label_agreement:
+        return BackendChoice("onnx", f"INT8 gives torch's label on {agreement:.1%} of the test rows "
+                                     f"(< {settings.int8_min_label_agreement:.1%}): served on ONNX fp32", **figures)
+    if drop > settings.int8_max_macro_f1_drop:
+        return BackendChoice("onnx", f"INT8 macro-F1 is {drop * 100:.1f} pt below torch's "
+                                     f"(> {settings.int8_max_macro_f1_drop * 100:.1f} pt): served on ONNX fp32",
+                             **figures)
+    return BackendChoice("onnx-int8", f"INT8 gives torch's label on {agreement:.1%} of the test rows, macro-F1 "
+                                      f"{0.0 - drop * 100:+.1f} pt", **figures)

@@ -1,0 +1,121 @@
+"""The onnx stage and the ONNX Runtime backends, on a tiny BERT trained in the test."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finsent.config import ModelParams, ServingParams
+from finsent.onnx_model import (BUNDLE_SUBDIR, CHOICE_FILE, FP32_FILE, INT8_FILE, ONNX_TOLERANCE, build, load_scorer,
+                                read_choice)
+from finsent.serving import SentimentModel
+from finsent.train.fit import fit
+
+from test_train_bundle import _params, tokenized  # noqa: F401  (module fixture: the tiny tokenized data)
+
+TEXTS = ["profit rose to a record 12 eur mn", "shares fell after a loss of 3 eur mn",
+         "the company will report in quarter 2", "profit rose", "a loss"]
+
+
+def _build(bundle, test_split, settings, folder):
+    """The onnx stage, its test predictions beside the folder."""
+    return build(bundle, test_split, settings, folder, folder.with_name(folder.name + "-predictions.parquet"))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, tiny_base, tokenized):  # noqa: F811
+    folder = tmp_path_factory.mktemp("onnx")
+    fit(tokenized, _params(tiny_base, "lora", epochs=2), folder / "adapter", folder / "train.json")
+    return folder / "adapter"
+
+
+@pytest.fixture(scope="module")
+def test_split(tokenized):  # noqa: F811
+    return tokenized.parent / "split" / "test.parquet"
+
+
+def test_onnx_fp32_gives_the_torch_models_probabilities(bundle, test_split, tmp_path):
+    choice = _build(bundle, test_split, ServingParams(backend="onnx"), tmp_path / "onnx")
+    assert choice.backend == "onnx", choice.reason
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [CHOICE_FILE, FP32_FILE]
+    assert choice.onnx_max_probability_diff <= ONNX_TOLERANCE
+    assert choice.macro_f1["onnx"] == choice.macro_f1["torch"] and choice.rows == len(pd.read_parquet(test_split))
+    torch_scores = load_scorer(bundle, tmp_path / "nothing-here").predict_proba(TEXTS)
+    onnx_scorer = load_scorer(bundle, tmp_path / "onnx")
+    assert onnx_scorer.backend == "onnx"
+    onnx_scores = onnx_scorer.predict_proba(TEXTS)
+    assert np.abs(onnx_scores - torch_scores).max() <= ONNX_TOLERANCE
+    assert (onnx_scores.argmax(axis=1) == torch_scores.argmax(axis=1)).all()
+
+
+def test_int8_is_chosen_only_within_its_limits_and_keeps_the_labels(bundle, test_split, tmp_path):
+    choice = _build(bundle, test_split, ServingParams(), tmp_path / "onnx")
+    agreement = choice.int8_label_agreement
+    assert 0 <= agreement <= 1 and set(choice.macro_f1) == {"torch", "onnx", "onnx-int8"}
+    drop = choice.macro_f1["torch"] - choice.macro_f1["onnx-int8"]
+    within = agreement >= 0.99 and drop <= 0.005
+    assert choice.backend == ("onnx-int8" if within else "onnx"), choice
+    kept = {"onnx-int8": INT8_FILE, "onnx": FP32_FILE}[choice.backend]
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted([CHOICE_FILE, kept])
+
+    lenient = _build(bundle, test_split, ServingParams(int8_min_label_agreement=0.0, int8_max_macro_f1_drop=1.0),
+                    tmp_path / "lenient")
+    assert lenient.backend == "onnx-int8" and (tmp_path / "lenient" / INT8_FILE).is_file()
+    assert (tmp_path / "lenient" / INT8_FILE).stat().st_size < 0.5 * (tmp_path / "onnx" / kept).stat().st_size \
+        or kept == INT8_FILE
+    int8 = load_scorer(bundle, tmp_path / "lenient").predict_proba(TEXTS)
+    reference = load_scorer(bundle, tmp_path / "nothing-here").predict_proba(TEXTS)
+    assert np.abs(int8 - reference).max() < 0.1  # INT8 weights: close, not equal
+    strict = _build(bundle, test_split, ServingParams(int8_min_label_agreement=1.0, int8_max_macro_f1_drop=0.0),
+                   tmp_path / "strict")
+    assert strict.backend == ("onnx-int8" if strict.int8_label_agreement == 1.0
+                              and strict.macro_f1["onnx-int8"] >= strict.macro_f1["torch"] else "onnx")
+
+
+def test_backend_torch_and_unexportable_methods_are_served_on_torch(bundle, test_split, tmp_path, tiny_base,
+                                                                    tokenized):  # noqa: F811
+    choice = _build(bundle, test_split, ServingParams(backend="torch"), tmp_path / "torch")
+    assert choice.backend == "torch" and sorted(p.name for p in (tmp_path / "torch").iterdir()) == [CHOICE_FILE]
+    prompt = tmp_path / "prompt"
+    params = _params(tiny_base, "prompt_tuning", epochs=1)
+    fit(tokenized, dataclasses.replace(params, model=ModelParams(base=str(tiny_base), max_length=32)),
+        prompt, tmp_path / "p.json")
+    choice = _build(prompt, test_split, ServingParams(), tmp_path / "prompt-onnx")
+    assert choice.backend == "torch" and "cannot be merged" in choice.reason
+    assert json.loads((tmp_path / "prompt-onnx" / CHOICE_FILE).read_text())["backend"] == "torch"
+
+
+def test_a_stored_model_serves_on_its_onnx_folder_and_without_one_on_torch(bundle, test_split, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(bundle, plain)
+    served = SentimentModel(plain)
+    assert served.backend == "torch"
+    with_onnx = tmp_path / "with-onnx"
+    shutil.copytree(bundle, with_onnx)
+    _build(bundle, test_split, ServingParams(backend="onnx"), with_onnx / BUNDLE_SUBDIR)
+    assert read_choice(with_onnx / BUNDLE_SUBDIR).backend == "onnx"
+    onnx_served = SentimentModel(with_onnx)
+    assert onnx_served.backend == "onnx"
+    frame = pd.DataFrame({"text": TEXTS})
+    torch_out, onnx_out = served.predict(frame), onnx_served.predict(frame)
+    assert list(onnx_out.columns) == list(torch_out.columns)
+    assert onnx_out["label"].tolist() == torch_out["label"].tolist()
+    probabilities = [c for c in torch_out.columns if c.startswith("prob_")]
+    assert np.abs(onnx_out[probabilities].to_numpy() - torch_out[probabilities].to_numpy()).max() <= ONNX_TOLERANCE
+
+
+def test_the_stage_writes_the_test_predictions_its_backend_reproduces(bundle, test_split, tmp_path):
+    """What the servability check compares a registered version with: the chosen backend's own predictions."""
+    choice = _build(bundle, test_split, ServingParams(int8_min_label_agreement=0.0, int8_max_macro_f1_drop=1.0),
+                    tmp_path / "onnx")
+    predictions = pd.read_parquet(tmp_path / "onnx-predictions.parquet")
+    test = pd.read_parquet(test_split)
+    assert predictions["id"].tolist() == test["id"].tolist() and choice.backend == "onnx-int8"
+    scorer = load_scorer(bundle, tmp_path / "onnx")
+    again = scorer.predict_proba(test["text"].tolist())
+    columns = [f"prob_{name}" for name in scorer.labels]
+    assert np.abs(predictions[columns].to_numpy() - again).max() <= 1e-6
+    assert predictions["predicted"].tolist() == [scorer.labels[i] for i in again.argmax(axis=1)]

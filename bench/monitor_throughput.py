@@ -28,7 +28,8 @@ def sentences(n: int) -> list[str]:
 def main() -> None:
     from transformers import AutoModelForSequenceClassification
 
-    from finsent.bundle import load_bundle, predict_proba, read_meta
+    from finsent.base_model import verified_base_path
+    from finsent.bundle import load_bundle, predict_proba
     from finsent.config import NormalizeParams
     from finsent.monitor.score import score
     from finsent.runtime import quiet_libraries
@@ -41,7 +42,7 @@ def main() -> None:
     _, _, figures = score(batch, bundle, "text", 64, "bench", NormalizeParams())
 
     _, tokenizer, meta = load_bundle(bundle)
-    base = AutoModelForSequenceClassification.from_pretrained(read_meta(bundle)["base_model"]["path"],
+    base = AutoModelForSequenceClassification.from_pretrained(str(verified_base_path(meta["base_model"])),
                                                               num_labels=len(meta["labels"])).eval()
     texts = batch["text"].tolist()
     predict_proba(base, tokenizer, texts[:64], meta["max_length"])  # warm-up

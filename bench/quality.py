@@ -95,6 +95,7 @@ def prepare(folder: Path, params_file: Path) -> dict:
 
 def worker(params_file: Path, folder: Path, out: Path, with_test: bool) -> None:
     """One training seed: train + save (+ evaluate on the test split) in this process; figures to ``out``."""
+    from finsent.base_model import resolve_base
     from finsent.config import load_params
     from finsent.runtime import quiet_libraries
     from finsent.train.fit import save_trained, train_model
@@ -106,7 +107,7 @@ def worker(params_file: Path, folder: Path, out: Path, with_test: bool) -> None:
     train_seconds = time.perf_counter() - started
     bundle = out.with_suffix("")
     adapter_bytes = save_trained(model, summary, params, folder / "tokenized", bundle)
-    base_bytes = sum(f.stat().st_size for f in Path(summary["base_model"]["path"]).glob("*.safetensors"))
+    base_bytes = sum(f.stat().st_size for f in resolve_base(params.model.base).glob("*.safetensors"))
     result = {"seed": params.train.seed, "val_macro_f1": summary["best_val_macro_f1"],
               "best_epoch": summary["best_epoch"], "epochs": len(summary["history"]),
               "val_macro_f1_per_epoch": [round(h["val_macro_f1"], 4) for h in summary["history"]],

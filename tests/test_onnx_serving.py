@@ -119,3 +119,13 @@ def test_the_stage_writes_the_test_predictions_its_backend_reproduces(bundle, te
     columns = [f"prob_{name}" for name in scorer.labels]
     assert np.abs(predictions[columns].to_numpy() - again).max() <= 1e-6
     assert predictions["predicted"].tolist() == [scorer.labels[i] for i in again.argmax(axis=1)]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"backend": "tensorrt"}, "serving.backend must be one of onnx-int8, onnx, torch"),
+    ({"int8_min_label_agreement": 1.5}, "serving.int8_min_label_agreement")])
+def test_a_bad_serving_setting_is_one_line_naming_the_key(settings, message):
+    from finsent.errors import FinsentError
+
+    with pytest.raises(FinsentError, match=message):
+        ServingParams(**settings)

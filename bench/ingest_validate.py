@@ -39,16 +39,31 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
     pd.DataFrame(records, columns=["text", "label"]).to_csv(path, index=False)
 
 
-def main() -> None:
+def ingest_and_validate(source: Path, folder: Path) -> tuple[float, float, dict]:
+    """The sources + ingest and validate stages on ``source``, as the pipeline runs them, outputs in ``folder``
+    -> (ingest seconds, validate seconds, validation report)."""
     from finsent.config import DataParams, ValidationParams
     from finsent.data.ingest import ingest
     from finsent.data.sources import manifest
     from finsent.data.validate import validate
+
+    labels = ["negative", "neutral", "positive"]
+    data = DataParams(sources=[str(source)])
+    started = time.perf_counter()
+    ingest(manifest(data)["files"], labels, data, folder / "ingested.parquet")
+    ingest_time = time.perf_counter() - started
+    started = time.perf_counter()
+    report = validate(folder / "ingested.parquet", labels, ValidationParams(), folder / "accepted.parquet",
+                      folder / "quarantine.parquet", folder / "validation.json", gx_project=folder,
+                      docs_dir=folder / "data_docs", profile_out=folder / "profile.json")
+    return ingest_time, time.perf_counter() - started, report
+
+
+def main() -> None:
     from finsent.runtime import quiet_libraries
 
     quiet_libraries()
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    labels = ["negative", "neutral", "positive"]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         source = folder / "news.csv"
@@ -60,16 +75,7 @@ def main() -> None:
         pd.read_csv(source)
         read_csv = time.perf_counter() - started
 
-        data = DataParams(sources=[str(source)])
-        started = time.perf_counter()
-        ingest(manifest(data)["files"], labels, data, folder / "ingested.parquet")
-        ingest_time = time.perf_counter() - started
-
-        started = time.perf_counter()
-        report = validate(folder / "ingested.parquet", labels, ValidationParams(), folder / "accepted.parquet",
-                          folder / "quarantine.parquet", folder / "validation.json", gx_project=folder,
-                          docs_dir=folder / "data_docs", profile_out=folder / "profile.json")
-        validate_time = time.perf_counter() - started
+        ingest_time, validate_time, report = ingest_and_validate(source, folder)
 
     counts = report["accounting"]
     assert counts["rows_read"] == rows == counts["rows_accepted"] + counts["rows_quarantined"] + \

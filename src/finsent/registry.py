@@ -150,7 +150,7 @@ def stored_model(root: Path):
 
 
 def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, lineage: dict,
-                  run_id: str) -> tuple[str, str]:
+                  run_id: str, model_folder: Path | None = None) -> tuple[str, str]:
     """Log params, datasets, metrics, curves, reports and the pyfunc model into the flow's MLflow run ``run_id``
     -> (run_id, model_uri)."""
     metrics = json.loads((root / layout.METRICS).read_text())
@@ -180,7 +180,7 @@ def log_candidate(root: Path, params: Params, fingerprint: str, verdict: dict, l
         mlflow.log_text(lineage["dvc_lock"], layout.LINEAGE_LOCK)
         mlflow.log_artifact(str(root / "params.yaml"), layout.LINEAGE_DIR)  # -> LINEAGE_PARAMS
         mlflow.log_artifacts(str(root / layout.REPORTS_DIR), layout.REPORTS_DIR)
-        with stored_model(root) as folder:
+        with contextlib.nullcontext(model_folder) if model_folder else stored_model(root) as folder:
             info = mlflow.pyfunc.log_model(
                 name=params.registry.model_name, loader_module=PYFUNC_LOADER, data_path=str(folder),
                 signature=signature(params.labels), pip_requirements=serving_requirements())
@@ -266,8 +266,9 @@ def get_or_register(root: Path, params: Params, state: dict, verdict: dict, line
             with stored_model(root) as folder:
                 seal(client, name, version, folder)
     else:
-        run_id, model_uri = log_candidate(root, params, state["fingerprint"], verdict, lineage, flow_run_id)
-        with stored_model(root) as folder:
+        with stored_model(root) as folder:  # one copy of adapter + ONNX model, logged and then checked
+            run_id, model_uri = log_candidate(root, params, state["fingerprint"], verdict, lineage, flow_run_id,
+                                              folder)
             version, new = register(model_uri, params.registry, state["fingerprint"], verdict, run_id,
                                     folder).version, True
     return {"model_name": name, "version": str(version), "run_id": run_id, "new_version": new}

@@ -2,7 +2,7 @@
 compare-and-set promotion (or, with gate.require_approval, the challenger alias and, on a server, a pause for the
 reviewer's decision), report, dvc push.
 
-Stages run through DVC (cached, hashed into dvc.lock). The steps after them read or change the
+Stages run through DVC (cached, hashed into dvc.lock), their commands in this process. The steps after them read or change the
 model registry, so they are flow tasks and not DVC stages.
 """
 
@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
 from finsent import layout, stages
+from finsent.cli import main as call_cli
 from finsent import overrides as run_overrides
 from finsent.config import load_params
 from finsent.data.drift import check_drift, stop_reason, summary_line
@@ -43,7 +44,7 @@ def _read(root: Path, path: str) -> dict:
 
 @task(name="stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5)
 def stage_task(root: Path, stage: str) -> dict:
-    return reproduce_stage(root, stage)
+    return reproduce_stage(root, stage, call_cli)  # the command in this process: torch etc. imported once
 
 
 @task(name="champion-data-profile", **NETWORK_RETRIES)

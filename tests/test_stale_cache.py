@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from projects import make_project
+
+from finsent.stages import NAMES, stage
 
 DVC = str(Path(sys.executable).parent / "dvc")
 
@@ -35,10 +38,14 @@ def _status(project: Path) -> dict:
     return json.loads(done.stdout or "{}")
 
 
+def _tiny_project(root: Path, tiny_base: Path) -> Path:
+    return make_project(root, 12, model={"base": str(tiny_base), "max_length": 32},
+                        train={"epochs": 1, "batch_size": 8})
+
+
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory, tiny_base) -> Path:
-    project = make_project(tmp_path_factory.mktemp("stale") / "project", 12,
-                           model={"base": str(tiny_base), "max_length": 32}, train={"epochs": 1, "batch_size": 8})
+    project = _tiny_project(tmp_path_factory.mktemp("stale") / "project", tiny_base)
     first = _repro(project)
     assert all(first.values()) and len(first) == 9, first
     return project
@@ -49,6 +56,53 @@ def project(reproduced, tmp_path) -> Path:
     copy = tmp_path / "project"
     shutil.copytree(reproduced, copy, symlinks=True)
     return copy
+
+
+IN_PROCESS = """
+import json, sys
+from pathlib import Path
+from finsent import stages
+from finsent.cli import main
+from finsent.versioning import reproduce_stage
+outcomes = [reproduce_stage(Path.cwd(), name, main) for name in stages.NAMES]
+print(json.dumps({"outcomes": outcomes, "trained_here": "finsent.train.fit" in sys.modules}))
+"""
+
+
+# outputs that record when or how fast they were made (which files were new to the ingest ledger, GX run times,
+# training and scoring speed): their bytes differ between any two runs, however run
+CLOCK_OUTPUTS = {"reports/ingest.json", "reports/validation.json", "reports/data_docs", "reports/train.json",
+                 "reports/eval"}
+
+
+def _lock(project: Path) -> dict:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    for entry in lock["stages"].values():
+        for out in entry.get("outs", []):
+            if out["path"] in CLOCK_OUTPUTS:
+                out.pop("md5"), out.pop("size"), out.pop("nfiles", None)
+    return lock
+
+
+def test_the_flows_in_process_stages_record_the_same_dvc_lock_as_dvc_repro(reproduced, tmp_path):
+    """The flow runs each stage's command in its own process (torch imported once); DVC still judges, hashes and
+    locks, so the lock equals the one `dvc repro` (a process per stage) wrote for the same project: the same
+    deps, params and code, and the same bytes out (the adapter's included)."""
+    project = tmp_path / "in_process"
+    shutil.copytree(reproduced, project, symlinks=True)  # .finsent/ingest-ledger.json too: same ingested_at
+    (project / "dvc.lock").unlink()
+    shutil.rmtree(project / ".dvc" / "cache")  # DVC's run cache would hand the outputs back without running
+    for name in NAMES:
+        for output in stage(name).outputs.values():
+            (shutil.rmtree if (project / output).is_dir() else Path.unlink)(project / output)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    done = subprocess.run([sys.executable, "-c", IN_PROCESS], cwd=project, env={**clean, "HF_HUB_OFFLINE": "1"},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [(o["stage"], o["ran"], o["error"]) for o in result["outcomes"]] == [(n, True, None) for n in NAMES]
+    assert result["trained_here"]  # the train stage's function ran in the calling process
+    assert _lock(project) == _lock(reproduced)
 
 
 def test_editing_a_module_validate_reaches_only_indirectly_reruns_validate(project):

@@ -6,12 +6,17 @@ and report a stage's own one-line error instead of DVC's generic failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterator
+
+STAGE_COMMAND = "finsent stage "  # how every command in dvc.yaml starts (stages.command)
 
 import yaml
 
@@ -56,8 +61,42 @@ def repair_stage_locks(root: Path) -> bool:
     return True
 
 
-def reproduce_stage(root: Path, stage: str) -> dict:
-    """Run ``stage`` if its deps, params or code changed. -> {stage, ran, error}."""
+@contextlib.contextmanager
+def stage_commands_in_process(call_cli: Callable[[list[str]], int]) -> Iterator[None]:
+    """While open, DVC runs a ``finsent stage ...`` command of dvc.yaml as ``call_cli(argv)`` in this process
+    (in the stage's folder) rather than as a new process that imports torch, transformers and GX again.
+
+    Only the command's process changes: DVC still decides what is stale, restores from its run cache, removes
+    and hashes the outputs and writes dvc.lock, so `dvc repro` and this path record the same lock. DVC has no
+    hook for this; its one function that starts a command's process (pinned DVC) is swapped while open."""
+    from dvc.stage import run as dvc_stage_run
+    from dvc.stage.exceptions import StageCmdFailedError
+
+    start_process = dvc_stage_run._run
+
+    def run(executable, cmd, **kwargs):
+        if not cmd.startswith(STAGE_COMMAND):  # a stage someone added by hand: as DVC runs it
+            return start_process(executable, cmd, **kwargs)
+        with contextlib.chdir(kwargs.get("cwd") or os.getcwd()):
+            try:
+                code = call_cli(shlex.split(cmd)[1:])
+            except SystemExit as exc:  # an argparse usage error
+                code = exc.code if isinstance(exc.code, int) else 2
+        if code:
+            raise StageCmdFailedError(cmd, code)
+
+    dvc_stage_run._run = run
+    try:
+        yield
+    finally:
+        dvc_stage_run._run = start_process
+
+
+def reproduce_stage(root: Path, stage: str, call_cli: Callable[[list[str]], int] | None = None) -> dict:
+    """Run ``stage`` if its deps, params or code changed. -> {stage, ran, error}.
+
+    With ``call_cli`` (the ``finsent`` CLI's entry point), the stage's command runs in this process
+    (``stage_commands_in_process``); without it, in its own process, as `dvc repro` runs it."""
     from dvc.exceptions import DvcException
 
     from finsent.errors import ERROR_FILE_ENV
@@ -73,7 +112,8 @@ def reproduce_stage(root: Path, stage: str) -> dict:
     os.environ[ERROR_FILE_ENV] = str(error_file)
     try:
         repair_stage_locks(root)
-        with open_repo(root) as repo:
+        in_process = stage_commands_in_process(call_cli) if call_cli else contextlib.nullcontext()
+        with open_repo(root) as repo, in_process:
             ran = repo.reproduce(stage, single_item=True)
         return {"stage": stage, "ran": bool(ran), "error": None}
     except DvcException as exc:

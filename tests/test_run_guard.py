@@ -1,6 +1,6 @@
 """A run SIGKILLed mid-training: a second run meanwhile is refused at once naming the holder; after the kill
-the training stage puts back params.yaml (the run's -S override) and stops itself, the rerun stops what is
-left (the ephemeral Prefect API server) and runs; afterwards no process of the killed run is alive."""
+the run's watcher puts back params.yaml (the run's -S override) and stops, the rerun stops what is left (the
+ephemeral Prefect API server) and runs; afterwards no process of the killed run is alive."""
 
 from __future__ import annotations
 
@@ -61,13 +61,14 @@ def test_a_killed_run_leaves_nothing_running_and_blocks_nothing(tmp_path, tiny_b
         assert "sources" not in second.stdout, "refused before any stage ran"
         assert second.stderr.count("\n") == 1 and f"another run is in progress in {project} (pid {first.pid}" \
             in second.stderr, second.stderr
-        assert any("finsent stage train" in c for c in _processes_of_run(first.pid)), _processes_of_run(first.pid)
+        assert (project / "params.yaml").read_bytes() != params_before, "the -S override is in params.yaml"
+        assert any("finsent.run_guard" in c for c in _processes_of_run(first.pid)), _processes_of_run(first.pid)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    _wait_for(lambda: not any("finsent stage" in c for c in _processes_of_run(first.pid)), 180,
-              "the orphaned training stage stopping itself")
-    assert (project / "params.yaml").read_bytes() == params_before, "the stage put back the killed run's -S override"
+    _wait_for(lambda: not any("finsent.run_guard" in c for c in _processes_of_run(first.pid)), 180,
+              "the killed run's watcher putting back params.yaml and stopping")
+    assert (project / "params.yaml").read_bytes() == params_before, "the killed run's -S override was put back"
 
     rerun = subprocess.run([FINSENT, "run"], cwd=project, capture_output=True, text=True, timeout=900)
     assert "Traceback" not in rerun.stdout + rerun.stderr

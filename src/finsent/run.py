@@ -70,13 +70,14 @@ def run(root: Path, data: str | None = None, data_format: str | None = None, ove
     """The training flow on params.yaml with ``overrides`` (``section.key=value``) and ``data`` applied for
     this run only (params.yaml is the same afterwards)."""
     from finsent import overrides as run_overrides
-    from finsent.run_guard import exclusive_run
+    from finsent.run_guard import exclusive_run, restore_params_when_killed
 
     with exclusive_run(root, "finsent run"):
         if run_overrides.restore_leftover(root):
             print("finsent: params.yaml restored (an interrupted run had left its -S / --data overrides in it)",
                   flush=True)
         with run_overrides.applied(root, list(overrides), data, data_format):
+            restore_params_when_killed(root)
             return _run(root)
 
 

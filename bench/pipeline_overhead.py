@@ -171,11 +171,13 @@ def timed(command: list[str], cwd: Path, what: str) -> tuple[float, float, str]:
     return started_at, wall, done.stdout
 
 
-def task_breakdown(project: Path, started_at: float, wall: float) -> list[tuple[str, float]]:
-    """Seconds per Prefect task run of the first flow run, plus the time before the first and after the last."""
+def task_breakdown(project: Path, started_at: float, wall: float, nth_run: int = 0) -> list[tuple[str, float]]:
+    """Seconds per Prefect task run of the project's ``nth_run`` flow run (0: the first), plus the time before the
+    first task and after the last."""
     database = project / ".finsent" / "prefect" / "prefect.db"
     with sqlite3.connect(database) as connection:
-        flow_run = connection.execute("SELECT id FROM flow_run ORDER BY start_time LIMIT 1").fetchone()[0]
+        flow_run = connection.execute("SELECT id FROM flow_run ORDER BY start_time LIMIT 1 OFFSET ?",
+                                      (nth_run,)).fetchone()[0]
         rows = connection.execute("SELECT name, start_time, end_time FROM task_run WHERE flow_run_id = ? "
                                   "ORDER BY start_time", (flow_run,)).fetchall()
 
@@ -225,7 +227,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", WARM_UP], env=clean_env(), check=True)  # untimed: warm disk cache
 
     started_at, flow_wall, flow_out = timed([FINSENT, "run"], project, "finsent run")
-    _, rerun_wall, rerun_out = timed([FINSENT, "run"], project, "unchanged finsent run")
+    rerun_at, rerun_wall, rerun_out = timed([FINSENT, "run"], project, "unchanged finsent run")
     nothing_trained = "nothing trained" in rerun_out
     flow = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
     flow_train = json.loads((project / "reports" / "train.json").read_text())
@@ -254,13 +256,15 @@ def main() -> None:
     if "gates FAILED" in flow_out:
         print("note: the flow's gate failed (version registered without alias); timings are still complete")
     print("bare script phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["phases"].items()))
-    try:
-        parts = task_breakdown(project, started_at, flow_wall)
-        print("flow breakdown (Prefect task runs of the first run; a stage's time includes DVC's status and hashing):")
-        for name, seconds in parts:
-            print(f"  {name:<48} {seconds:6.1f} s")
-    except (sqlite3.Error, OSError, IndexError, TypeError, ValueError) as exc:
-        print(f"flow breakdown unavailable ({type(exc).__name__}: {exc})")
+    for nth_run, (at, wall, what) in enumerate([(started_at, flow_wall, "the first run"),
+                                                (rerun_at, rerun_wall, "the unchanged re-run")]):
+        try:
+            parts = task_breakdown(project, at, wall, nth_run)
+            print(f"flow breakdown of {what} (Prefect task runs; a stage's time includes DVC's status and hashing):")
+            for name, seconds in parts:
+                print(f"  {name:<48} {seconds:6.1f} s")
+        except (sqlite3.Error, OSError, IndexError, TypeError, ValueError) as exc:
+            print(f"flow breakdown of {what} unavailable ({type(exc).__name__}: {exc})")
     if args.keep:
         print(f"scratch project kept: {project}")
     else:

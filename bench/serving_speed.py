@@ -1,9 +1,10 @@
 """Benchmark: scoring speed of a bundle on each serving backend, against PyTorch fp32 adapter-on-base (what
 finsent served before ONNX: the baseline).
 
-Usage: python bench/serving_speed.py [BUNDLE_DIR] [N_SENTENCES]
+Usage: python bench/serving_speed.py [BUNDLE_DIR] [N_SENTENCES] [--headlines]
 (BUNDLE_DIR defaults to models/adapter, made by `make run`). Scores the first N_SENTENCES (default 2000) of the
-Financial PhraseBank 50Agree file when ../shared holds it, else generated finance sentences, with: the adapter on
+Financial PhraseBank 50Agree file when ../shared holds it, else generated finance sentences (with --headlines:
+generated short headlines, the monitor benchmark's), with: the adapter on
 its PyTorch base, the merged model on PyTorch, the merged model on ONNX Runtime fp32 and dynamic INT8 (exported
 here, as the onnx stage exports them). Each is timed twice, alternating, best run kept; prints rows/s, the
 ratio to the baseline and the share of labels equal to the baseline's.
@@ -37,8 +38,16 @@ def main() -> None:
     from finsent.runtime import quiet_libraries
 
     quiet_libraries()
-    bundle = Path(sys.argv[1] if len(sys.argv) > 1 else "models/adapter")
-    texts, kind = sentences(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+    headlines = "--headlines" in sys.argv
+    args = [arg for arg in sys.argv[1:] if arg != "--headlines"]
+    bundle = Path(args[0] if args else "models/adapter")
+    rows = int(args[1]) if len(args) > 1 else 2000
+    if headlines:
+        from monitor_throughput import sentences as short_headlines
+
+        texts, kind = short_headlines(rows), "generated headline"
+    else:
+        texts, kind = sentences(rows)
     model, tokenizer, meta = load_bundle(bundle)
     length = meta["max_length"]
     with tempfile.TemporaryDirectory(prefix="finsent-bench-") as scratch:

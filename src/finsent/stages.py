@@ -281,8 +281,11 @@ def _deps(each: Stage) -> list[str]:
     return [*each.inputs.values(), *each.extra_deps, *([each.libraries_file()] if each.libraries else [])]
 
 
+STAGE_COMMAND = "finsent stage"  # how every command in dvc.yaml starts (the flow runs these in its own process)
+
+
 def command(each: Stage) -> str:
-    return " ".join(["finsent stage", each.name, *(f"--{option} {p}" for option, p in each.options().items())])
+    return " ".join([STAGE_COMMAND, each.name, *(f"--{option} {p}" for option, p in each.options().items())])
 
 
 def dvc_stages() -> dict:

@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-STAGE_COMMAND = "finsent stage "  # how every command in dvc.yaml starts (stages.command)
-
 import yaml
 
 REMOTE_URL_ENV = "FINSENT_DVC_REMOTE_URL"  # a shared DVC remote (s3://bucket/path, ...) instead of .dvc/config's
@@ -72,10 +70,12 @@ def stage_commands_in_process(call_cli: Callable[[list[str]], int]) -> Iterator[
     from dvc.stage import run as dvc_stage_run
     from dvc.stage.exceptions import StageCmdFailedError
 
+    from finsent.stages import STAGE_COMMAND
+
     start_process = dvc_stage_run._run
 
     def run(executable, cmd, **kwargs):
-        if not cmd.startswith(STAGE_COMMAND):  # a stage someone added by hand: as DVC runs it
+        if not cmd.startswith(f"{STAGE_COMMAND} "):  # a stage someone added by hand: as DVC runs it
             return start_process(executable, cmd, **kwargs)
         with contextlib.chdir(kwargs.get("cwd") or os.getcwd()):
             try:

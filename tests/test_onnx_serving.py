@@ -3,14 +3,15 @@
 import dataclasses
 import json
 import shutil
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from finsent.config import ModelParams, ServingParams
-from finsent.onnx_model import (BUNDLE_SUBDIR, CHOICE_FILE, FP32_FILE, INT8_FILE, ONNX_TOLERANCE, build, load_scorer,
-                                read_choice)
+from finsent.onnx_model import (BUNDLE_SUBDIR, CHOICE_FILE, FP32_FILE, INT8_FILE, ONNX_TOLERANCE, build, export_fp32,
+                                load_scorer, quantize_int8, read_choice, sensitive_projections)
 from finsent.serving import SentimentModel
 from finsent.train.fit import fit
 
@@ -73,6 +74,28 @@ def test_int8_is_chosen_only_within_its_limits_and_keeps_the_labels(bundle, test
                    tmp_path / "strict")
     assert strict.backend == ("onnx-int8" if strict.int8_label_agreement == 1.0
                               and strict.macro_f1["onnx-int8"] >= strict.macro_f1["torch"] else "onnx")
+
+
+def test_int8_keeps_the_sensitive_projections_fp32_when_the_full_recipe_is_refused(bundle, test_split, tmp_path):
+    """The second INT8 recipe leaves every layer's feed-forward output and layer 0's feed-forward input as fp32
+    MatMul nodes, quantizes the other projections, and is what a refused first recipe falls back to."""
+    import onnx
+
+    export_fp32(bundle, tmp_path / FP32_FILE)
+    sensitive = sensitive_projections(tmp_path / FP32_FILE)
+    assert sorted(name.split("/encoder/")[1] for name in sensitive) == [
+        "layer.0/intermediate/dense/MatMul", "layer.0/output/dense/MatMul", "layer.1/output/dense/MatMul"]
+    quantize_int8(tmp_path / FP32_FILE, tmp_path / INT8_FILE, sensitive)
+    nodes = onnx.load(str(tmp_path / INT8_FILE)).graph.node
+    assert {n.name for n in nodes if n.op_type == "MatMul"} >= set(sensitive)
+    quantized = [n.name for n in nodes if n.op_type == "MatMulInteger"]
+    assert quantized and not any(name.startswith(tuple(sensitive)) for name in quantized)
+
+    unreachable = types.SimpleNamespace(backend="onnx-int8", int8_min_label_agreement=1.01,  # no recipe can pass
+                                        int8_max_macro_f1_drop=0.0)
+    refused = _build(bundle, test_split, unreachable, tmp_path / "refused")
+    assert refused.backend == "onnx" and refused.int8_recipe == "3 sensitive projections fp32", refused
+    assert refused.reason.startswith("INT8 (3 sensitive projections fp32) gives torch's label on"), refused.reason
 
 
 def test_backend_torch_and_unexportable_methods_are_served_on_torch(bundle, test_split, tmp_path, tiny_base,

@@ -6,7 +6,8 @@ backend the model is served with and why. It scores the test split with the torc
 and keeps
 
 - ``onnx-int8`` only when its macro-F1 is within ``serving.int8_max_macro_f1_drop`` of the torch model's
-  and at least ``serving.int8_min_label_agreement`` of its labels are the torch model's labels,
+  and at least ``serving.int8_min_label_agreement`` of its labels are the torch model's labels (two
+  quantization recipes are tried in turn: every projection INT8, then the sensitive ones kept fp32),
 - else ``onnx`` (fp32) when its probabilities equal the torch model's within ``ONNX_TOLERANCE``,
 - else ``torch``, the reference.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -45,6 +47,7 @@ class BackendChoice:
     rows: int = 0
     macro_f1: dict | None = None  # backend -> test macro-F1
     int8_label_agreement: float | None = None  # share of test rows where INT8 and torch give the same label
+    int8_recipe: str | None = None  # the last INT8 recipe tried (_int8_recipes): the chosen one, or the refused
     onnx_max_probability_diff: float | None = None
 
     def to_dict(self) -> dict:
@@ -85,11 +88,12 @@ def export_fp32(bundle_dir: Path, out_file: Path) -> None:
                                                                      "logits": {0: "batch"}})
 
 
-def quantize_int8(fp32_file: Path, out_file: Path) -> None:
+def quantize_int8(fp32_file: Path, out_file: Path, keep_fp32: tuple[str, ...] = ()) -> None:
     """INT8 weights per output channel for the matrix products with a weight operand (the encoder's
-    projections); embeddings, the attention products of two activations, and the pooler / classifier heads stay
-    fp32. Measured on a trained adapter over Financial PhraseBank: faster than also quantizing the embedding
-    lookups (ONNX Runtime's default op list) and as close to the fp32 labels (docs/benchmarks.md)."""
+    projections) except the nodes named in ``keep_fp32``; embeddings, the attention products of two activations,
+    and the pooler / classifier heads stay fp32. Measured on a trained adapter over Financial PhraseBank: faster
+    than also quantizing the embedding lookups (ONNX Runtime's default op list) and as close to the fp32 labels
+    (docs/benchmarks.md)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -97,9 +101,24 @@ def quantize_int8(fp32_file: Path, out_file: Path) -> None:
     root.setLevel(logging.ERROR)  # its advice to pre-process (shape inference) fails on this graph's dynamic length
     try:
         quantize_dynamic(str(fp32_file), str(out_file), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=list(keep_fp32),
+                         extra_options={"MatMulConstBOnly": True})
     finally:
         root.setLevel(level)
+
+
+# The encoder's projections INT8 is most sensitive in (measured on Financial PhraseBank, docs/benchmarks.md):
+# every layer's feed-forward output and the first layer's feed-forward input. BERT-family node names (BERT,
+# RoBERTa, MiniLM); a graph without them has no second recipe.
+SENSITIVE_PROJECTIONS = re.compile(r"/layer\.\d+/output/dense/MatMul$|/layer\.0/intermediate/dense/MatMul$")
+
+
+def sensitive_projections(fp32_file: Path) -> tuple[str, ...]:
+    import onnx
+
+    graph = onnx.load(str(fp32_file), load_external_data=False).graph
+    return tuple(node.name for node in graph.node if node.op_type == "MatMul"
+                 and SENSITIVE_PROJECTIONS.search(node.name))
 
 
 class OnnxScorer:
@@ -233,18 +252,32 @@ def _choose(bundle_dir: Path, test, meta: dict, tokenizer, scores: dict, setting
                                       f"{difference:.2g} (> {ONNX_TOLERANCE:g})", **figures)
     if settings.backend == "onnx":
         return BackendChoice("onnx", "serving.backend is onnx", **figures)
-    quantize_int8(out_dir / FP32_FILE, out_dir / INT8_FILE)
-    int8 = scores["onnx-int8"] = OnnxScorer(out_dir / INT8_FILE, tokenizer, meta["max_length"]).predict_proba(texts)
-    figures["macro_f1"]["onnx-int8"] = _macro_f1(truth, int8)
-    agreement = float((int8.argmax(axis=1) == reference.argmax(axis=1)).mean()) if len(texts) else 1.0
-    drop = figures["macro_f1"]["torch"] - figures["macro_f1"]["onnx-int8"]
-    figures["int8_label_agreement"] = agreement
-    if agreement < settings.int8_min_label_agreement:
-        return BackendChoice("onnx", f"INT8 gives torch's label on {agreement:.1%} of the test rows "
-                                     f"(< {settings.int8_min_label_agreement:.1%}): served on ONNX fp32", **figures)
-    if drop > settings.int8_max_macro_f1_drop:
-        return BackendChoice("onnx", f"INT8 macro-F1 is {drop * 100:.1f} pt below torch's "
-                                     f"(> {settings.int8_max_macro_f1_drop * 100:.1f} pt): served on ONNX fp32",
-                             **figures)
-    return BackendChoice("onnx-int8", f"INT8 gives torch's label on {agreement:.1%} of the test rows, macro-F1 "
-                                      f"{0.0 - drop * 100:+.1f} pt", **figures)
+    refusal = None
+    for recipe, keep_fp32 in _int8_recipes(out_dir / FP32_FILE):
+        quantize_int8(out_dir / FP32_FILE, out_dir / INT8_FILE, keep_fp32)
+        int8 = scores["onnx-int8"] = OnnxScorer(out_dir / INT8_FILE, tokenizer,
+                                                meta["max_length"]).predict_proba(texts)
+        figures["macro_f1"]["onnx-int8"] = _macro_f1(truth, int8)
+        agreement = float((int8.argmax(axis=1) == reference.argmax(axis=1)).mean()) if len(texts) else 1.0
+        drop = figures["macro_f1"]["torch"] - figures["macro_f1"]["onnx-int8"]
+        figures["int8_label_agreement"], figures["int8_recipe"] = agreement, recipe
+        if agreement < settings.int8_min_label_agreement:
+            refusal = (f"INT8 ({recipe}) gives torch's label on {agreement:.1%} of the test rows "
+                       f"(< {settings.int8_min_label_agreement:.1%})")
+        elif drop > settings.int8_max_macro_f1_drop:
+            refusal = (f"INT8 ({recipe}) macro-F1 is {drop * 100:.1f} pt below torch's "
+                       f"(> {settings.int8_max_macro_f1_drop * 100:.1f} pt)")
+        else:
+            return BackendChoice("onnx-int8", f"INT8 ({recipe}) gives torch's label on {agreement:.1%} of the test "
+                                              f"rows, macro-F1 {0.0 - drop * 100:+.1f} pt", **figures)
+    return BackendChoice("onnx", f"{refusal}: served on ONNX fp32", **figures)
+
+
+def _int8_recipes(fp32_file: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """What is tried, in turn, until one keeps its limits: every projection INT8 (the fastest), then the
+    sensitive ones kept fp32."""
+    recipes = [("all projections", ())]
+    sensitive = sensitive_projections(fp32_file)
+    if sensitive:
+        recipes.append((f"{len(sensitive)} sensitive projections fp32", sensitive))
+    return recipes

@@ -26,6 +26,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -273,11 +274,10 @@ def _choose(bundle_dir: Path, test, meta: dict, tokenizer, scores: dict, setting
     return BackendChoice("onnx", f"{refusal}: served on ONNX fp32", **figures)
 
 
-def _int8_recipes(fp32_file: Path) -> list[tuple[str, tuple[str, ...]]]:
+def _int8_recipes(fp32_file: Path) -> Iterator[tuple[str, tuple[str, ...]]]:
     """What is tried, in turn, until one keeps its limits: every projection INT8 (the fastest), then the
-    sensitive ones kept fp32."""
-    recipes = [("all projections", ())]
+    sensitive ones kept fp32 (the graph is read for their names only when the first is refused)."""
+    yield "all projections", ()
     sensitive = sensitive_projections(fp32_file)
     if sensitive:
-        recipes.append((f"{len(sensitive)} sensitive projections fp32", sensitive))
-    return recipes
+        yield f"{len(sensitive)} sensitive projections fp32", sensitive

@@ -144,6 +144,28 @@ def test_head_modules_the_base_lacks_are_skipped_and_none_at_all_is_an_error(tin
         build_trainable(tiny_base, LABELS, PeftParams(method="lora", head_modules=["score"]), total_steps=1)
 
 
+def test_a_base_stored_in_half_precision_trains_in_fp32(tmp_path, tiny_base):
+    """Hub models often ship bf16/fp16 weights; transformers 5 would keep that dtype, and AdamW on half-precision
+    weights loses small updates."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from finsent.train.methods import build_trainable
+
+    half = tmp_path / "half_base"
+    shutil.copytree(tiny_base, half)
+    weights = load_file(str(half / "model.safetensors"))
+    save_file({name: value.to(torch.bfloat16) for name, value in weights.items()}, str(half / "model.safetensors"),
+              metadata={"format": "pt"})
+    config = json.loads((half / "config.json").read_text())
+    (half / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))  # as such a checkpoint says
+    model = build_trainable(half, LABELS, PeftParams(method="lora"), total_steps=1)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_target_modules_the_base_lacks_name_the_layers_it_has(tiny_base):
     from finsent.train.methods import build_trainable
 

@@ -17,14 +17,18 @@ PEFT_LIBRARY_METHODS = ("lora", "adalora", "ia3", "prompt_tuning")  # trained an
 
 
 def load_base_classifier(base_path: Path, labels: list[str], pooling: str = "cls"):
-    """The base with a fresh classification head over ``labels``, pooling as ``model.pooling`` says."""
+    """The base with a fresh classification head over ``labels``, pooling as ``model.pooling`` says. In fp32
+    whatever the stored dtype (transformers 5 would keep a bf16/fp16 checkpoint's dtype): training, its optimizer
+    state and the adapter stay fp32; a GPU adds bf16 autocast on top."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
     from finsent.pooling import apply_pooling
 
     model = AutoModelForSequenceClassification.from_pretrained(
         str(base_path), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)}, use_safetensors=True, trust_remote_code=False)
+        label2id={name: i for i, name in enumerate(labels)}, use_safetensors=True, trust_remote_code=False,
+        dtype=torch.float32)
     return apply_pooling(model, pooling)
 
 

@@ -13,7 +13,7 @@ section with ``section.key``: ``lora:target_modules=query+key+value+dense,r=16,t
 
 Prints accuracy, macro-F1, trainable %, adapter size, training samples/s (the training batches only:
 forward, backward, optimizer step; the wall time with loading and validation passes is printed too)
-and peak RSS per method, then the ratios LoRA vs full fine-tune measured in this run.
+and peak RSS per method, then the ratios of each LoRA run to the full fine-tune of this run.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def parse_method(spec: str) -> tuple[str, dict]:
     overrides = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
-        overrides[key] = value.split("+") if "+" in value else yaml.safe_load(value)
+        overrides[key] = [yaml.safe_load(v) for v in value.split("+")] if "+" in value else yaml.safe_load(value)
     return name, overrides
 
 
@@ -132,19 +132,19 @@ def main() -> None:
         if done.returncode:
             print(f"{method}: FAILED\n{done.stderr[-3000:]}")
             continue
-        results.append(json.loads(out.read_text()))
-        r = results[-1]
         label = method + ("" if not overrides else " " + json.dumps(overrides))
+        results.append({"label": label, **json.loads(out.read_text())})
+        r = results[-1]
         print(f"{label:<44} acc {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  trainable "
               f"{r['trainable_pct']:6.2f} %  adapter {r['adapter_bytes'] / 1e6:7.2f} MB  {r['epochs']} ep "
               f"{r['train_seconds']:6.0f} s wall  {r['train_samples_per_s']:6.1f} train samples/s  peak RSS "
               f"{r['peak_rss_mb']:6.0f} MB", flush=True)
-    by_method = {r["method"]: r for r in results}
-    if "lora" in by_method and "full" in by_method:
-        lora, full = by_method["lora"], by_method["full"]
-        print(f"LoRA / full fine-tune: training samples/s ratio {lora['train_samples_per_s'] / full['train_samples_per_s']:.2f} "
-              f"(goal >= 1.7); peak RSS {lora['peak_rss_mb']:.0f} MB vs {full['peak_rss_mb']:.0f} MB (goal <= 2048 MB); "
-              f"adapter {lora['adapter_bytes'] / 1e6:.2f} MB vs full model {full['adapter_bytes'] / 1e6:.1f} MB")
+    full = next((r for r in results if r["method"] == "full"), None)
+    for lora in (r for r in results if r["method"] == "lora" and full):
+        print(f"{lora['label']} / full fine-tune: training samples/s ratio "
+              f"{lora['train_samples_per_s'] / full['train_samples_per_s']:.2f} (goal >= 1.7); peak RSS "
+              f"{lora['peak_rss_mb']:.0f} MB vs {full['peak_rss_mb']:.0f} MB (goal <= 2048 MB); adapter "
+              f"{lora['adapter_bytes'] / 1e6:.2f} MB vs full model {full['adapter_bytes'] / 1e6:.1f} MB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"data": str(args.data), **data_info, "results": results}, indent=2))
     print(f"results: {args.out}")

@@ -127,6 +127,9 @@ class LoraParams:
     dropout: float = 0.1
     # every linear layer of a BERT-style encoder (attention q/k/v/output, feed-forward in/out); null: PEFT's default
     target_modules: list[str] | None = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    # encoder layers (0 = nearest the embeddings) that get the updates; null: every layer. Layers below the
+    # lowest one listed train nothing, so the backward pass stops above them
+    layers: list[int] | None = None
     learning_rate: float | None = None  # null: train.learning_rate
 
 

@@ -54,7 +54,7 @@ def peft_config(params: PeftParams, total_steps: int, head: list[str]):
     common = {"task_type": peft.TaskType.SEQ_CLS, "modules_to_save": sorted(head)}
     if params.method == "lora":
         return peft.LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
-                               target_modules=_names(s.target_modules), **common)
+                               target_modules=_names(s.target_modules), layers_to_transform=s.layers, **common)
     if params.method == "adalora":
         return peft.AdaLoraConfig(init_r=s.init_r, target_r=s.target_r, lora_alpha=s.alpha, lora_dropout=s.dropout,
                                   target_modules=_names(s.target_modules), total_step=total_steps,
@@ -72,6 +72,20 @@ def _names(modules: list[str] | None) -> list[str] | None:
     return sorted(modules) if modules else None  # None: PEFT's default for the architecture
 
 
+def _check_layers(layers: list[int] | None, n_layers: int | None) -> None:
+    if layers is None:
+        return
+    from finsent.errors import FinsentError
+
+    if not layers:
+        raise FinsentError("params: peft.lora.layers is empty; list encoder layers (e.g. [2, 3, 4, 5]) or use null "
+                           "for every layer")
+    outside = sorted({layer for layer in layers if layer < 0 or (n_layers is not None and layer >= n_layers)})
+    if outside:
+        raise FinsentError(f"params: peft.lora.layers {outside} are not layers of this base; its encoder has layers "
+                           f"0-{n_layers - 1}" if n_layers else f"params: peft.lora.layers {outside} must be >= 0")
+
+
 def _linear_names(model) -> list[str]:
     import torch
 
@@ -82,6 +96,8 @@ def _linear_names(model) -> list[str]:
 def build_trainable(base_path: Path, labels: list[str], params: PeftParams, total_steps: int, pooling: str = "cls"):
     """The base classifier wrapped for ``params.method``; ``total_steps`` (optimizer steps) sizes AdaLoRA's budget."""
     model = load_base_classifier(base_path, labels, pooling)
+    if params.method == "lora":
+        _check_layers(params.lora.layers, getattr(model.config, "num_hidden_layers", None))
     head = head_modules(model, params) if params.method != "full" else {}  # full trains everything anyway
     config = peft_config(params, total_steps, list(head))
     if config is not None:

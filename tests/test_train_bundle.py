@@ -167,13 +167,13 @@ def test_a_base_stored_in_half_precision_trains_in_fp32(tmp_path, tiny_base):
 
 
 def test_lora_on_upper_layers_only_leaves_the_lower_layers_untouched(tiny_base):
-    """peft.lora.layers: updates only in the layers listed; the layers below train nothing, so the backward pass
-    never reaches them."""
+    """peft.lora.layers: updates only in the layers listed (-1: the top one); the layers below train nothing, so
+    the backward pass never reaches them."""
     import torch
 
     from finsent.train.methods import build_trainable
 
-    model = build_trainable(tiny_base, LABELS, PeftParams(method="lora", lora=LoraParams(layers=[1])), total_steps=1)
+    model = build_trainable(tiny_base, LABELS, PeftParams(method="lora", lora=LoraParams(layers=[-1])), total_steps=1)
     adapted = {name.split("layer.")[1].split(".")[0] for name, _ in model.named_parameters() if "lora_" in name}
     assert adapted == {"1"}
     batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
@@ -182,7 +182,8 @@ def test_lora_on_upper_layers_only_leaves_the_lower_layers_untouched(tiny_base):
     model(**batch, labels=torch.tensor([1])).loss.backward()
     output = hidden["0"][0] if isinstance(hidden["0"], tuple) else hidden["0"]
     assert not output.requires_grad  # layer 0 ran outside autograd's graph
-    for layers, message in (([2], r"\[2\] are not layers of this base; its encoder has layers 0-1"), ([], "is empty")):
+    for layers, message in (([2, -3], r"\[-3, 2\] are not layers of this base; its encoder has 2 \(0 to 1, or -2 to -1"),
+                            ([], "is empty")):
         with pytest.raises(FinsentError, match=message):
             build_trainable(tiny_base, LABELS, PeftParams(method="lora", lora=LoraParams(layers=layers)), total_steps=1)
 

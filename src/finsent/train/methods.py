@@ -46,15 +46,17 @@ def head_modules(model, params: PeftParams) -> dict:
     return found
 
 
-def peft_config(params: PeftParams, total_steps: int, head: list[str]):
-    """The HF PEFT config of ``params.method`` (None for head_only / full); ``head`` is trained in full."""
+def peft_config(params: PeftParams, total_steps: int, head: list[str], n_layers: int | None = None):
+    """The HF PEFT config of ``params.method`` (None for head_only / full); ``head`` is trained in full;
+    ``n_layers``: the base's encoder depth, which negative ``peft.lora.layers`` count down from."""
     import peft
 
     s = params.settings
     common = {"task_type": peft.TaskType.SEQ_CLS, "modules_to_save": sorted(head)}
     if params.method == "lora":
         return peft.LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
-                               target_modules=_names(s.target_modules), layers_to_transform=s.layers, **common)
+                               target_modules=_names(s.target_modules),
+                               layers_to_transform=encoder_layers(s.layers, n_layers), **common)
     if params.method == "adalora":
         return peft.AdaLoraConfig(init_r=s.init_r, target_r=s.target_r, lora_alpha=s.alpha, lora_dropout=s.dropout,
                                   target_modules=_names(s.target_modules), total_step=total_steps,
@@ -72,18 +74,26 @@ def _names(modules: list[str] | None) -> list[str] | None:
     return sorted(modules) if modules else None  # None: PEFT's default for the architecture
 
 
-def _check_layers(layers: list[int] | None, n_layers: int | None) -> None:
+def encoder_layers(layers: list[int] | None, n_layers: int | None) -> list[int] | None:
+    """``peft.lora.layers`` as PEFT's layer indices: negative ones count from the top (-1 = the last layer), so
+    ``[-4, -3, -2, -1]`` means the top four layers of any base."""
     if layers is None:
-        return
+        return None
     from finsent.errors import FinsentError
 
     if not layers:
-        raise FinsentError("params: peft.lora.layers is empty; list encoder layers (e.g. [2, 3, 4, 5]) or use null "
-                           "for every layer")
-    outside = sorted({layer for layer in layers if layer < 0 or (n_layers is not None and layer >= n_layers)})
+        raise FinsentError("params: peft.lora.layers is empty; list encoder layers (e.g. [-4, -3, -2, -1]: the top "
+                           "four) or use null for every layer")
+    if n_layers is None:  # a base whose config does not say its depth: PEFT matches the indices as given
+        if any(layer < 0 for layer in layers):
+            raise FinsentError("params: peft.lora.layers counts from the top (negative), but this base's config does "
+                               "not say how many layers it has; list them from 0")
+        return sorted(set(layers))
+    outside = sorted({layer for layer in layers if not -n_layers <= layer < n_layers})
     if outside:
-        raise FinsentError(f"params: peft.lora.layers {outside} are not layers of this base; its encoder has layers "
-                           f"0-{n_layers - 1}" if n_layers else f"params: peft.lora.layers {outside} must be >= 0")
+        raise FinsentError(f"params: peft.lora.layers {outside} are not layers of this base; its encoder has "
+                           f"{n_layers} (0 to {n_layers - 1}, or -{n_layers} to -1 from the top)")
+    return sorted({layer % n_layers for layer in layers})
 
 
 def _linear_names(model) -> list[str]:
@@ -96,10 +106,8 @@ def _linear_names(model) -> list[str]:
 def build_trainable(base_path: Path, labels: list[str], params: PeftParams, total_steps: int, pooling: str = "cls"):
     """The base classifier wrapped for ``params.method``; ``total_steps`` (optimizer steps) sizes AdaLoRA's budget."""
     model = load_base_classifier(base_path, labels, pooling)
-    if params.method == "lora":
-        _check_layers(params.lora.layers, getattr(model.config, "num_hidden_layers", None))
     head = head_modules(model, params) if params.method != "full" else {}  # full trains everything anyway
-    config = peft_config(params, total_steps, list(head))
+    config = peft_config(params, total_steps, list(head), getattr(model.config, "num_hidden_layers", None))
     if config is not None:
         from peft import get_peft_model
         from peft.utils.error import NoMatchingPeftModuleError

@@ -8,8 +8,8 @@ Usage: .venv/bin/python bench/pipeline_overhead.py [--epochs 3] [--rows-per-labe
       `finsent run`, whose output must say nothing was trained;
   (a) a bare script (bare() below, run as its own process so start-up and imports count on both sides; it does
       not import finsent) on the very split rows the flow wrote (data/processed/split/*.parquet): the bundled
-      MiniLM, same tokenizer / max_length, same LoRA config (query+value, r, alpha, dropout, head in
-      modules_to_save), same seed, AdamW, linear warmup schedule, batch size, length-grouped batch order, label
+      MiniLM, same tokenizer / max_length, same LoRA config (target modules, layers, r, alpha, dropout,
+      head in modules_to_save), same seed, AdamW, linear warmup schedule, batch size, length-grouped batch order, label
       smoothing, epochs, per-epoch validation and best-epoch selection as src/finsent/train/fit.py, then accuracy + macro-F1 on the test split; saves the adapter.
 An untimed warm-up process imports the libraries of both sides first, so neither pays a cold disk cache.
 Prints both wall times, their ratio (goal <= 1.15), the re-run's wall time (goal <= 8 s), both quality figures
@@ -78,9 +78,11 @@ def bare(config: dict) -> dict:
 
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_id, use_safetensors=True)
+    depth = model.config.num_hidden_layers  # params' layers count from the top when negative
     model = get_peft_model(model, LoraConfig(
         task_type=TaskType.SEQ_CLS, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-        target_modules=sorted(lora["target_modules"]), modules_to_save=["classifier"]))
+        target_modules=sorted(lora["target_modules"]), modules_to_save=["classifier"],
+        layers_to_transform=sorted({layer % depth for layer in lora["layers"]}) if lora.get("layers") else None))
 
     def batches(name: str, size: int, order):
         ids, targets = data[name]

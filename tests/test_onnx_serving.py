@@ -76,6 +76,20 @@ def test_int8_is_chosen_only_within_its_limits_and_keeps_the_labels(bundle, test
                               and strict.macro_f1["onnx-int8"] >= strict.macro_f1["torch"] else "onnx")
 
 
+def test_an_int8_texts_label_does_not_depend_on_the_texts_scored_with_it(bundle, test_split, tmp_path):
+    """Dynamic INT8 scales each matrix product's input by the whole input's range, so the served INT8 model
+    scores row by row: a text gets the same probabilities alone, in a batch, and beside other texts."""
+    lenient = ServingParams(int8_min_label_agreement=0.0, int8_max_macro_f1_drop=1.0)
+    assert _build(bundle, test_split, lenient, tmp_path / "onnx").backend == "onnx-int8"
+    scorer = load_scorer(bundle, tmp_path / "onnx")
+    others = pd.read_parquet(test_split)["text"].astype(str).tolist()
+    together = scorer.predict_proba(TEXTS)
+    alone = np.vstack([scorer.predict_proba([text]) for text in TEXTS])
+    beside_others = scorer.predict_proba(others + TEXTS)[len(others):]
+    assert np.abs(together - alone).max() <= 1e-6 and np.abs(beside_others - alone).max() <= 1e-6
+    assert scorer.predict_proba([]).shape[0] == 0
+
+
 def test_int8_keeps_the_sensitive_projections_fp32_when_the_full_recipe_is_refused(bundle, test_split, tmp_path):
     """The second INT8 recipe leaves every layer's feed-forward output and layer 0's feed-forward input as fp32
     MatMul nodes, quantizes the other projections, and is what a refused first recipe falls back to."""

@@ -1,7 +1,8 @@
 """Scoring on ONNX Runtime: the adapter folded into the base, exported to ONNX, and its INT8 quantization.
 
 The onnx stage writes ``model.onnx`` (fp32), ``model-int8.onnx`` (weights quantized to INT8 per output
-channel, activations quantized on the fly: ONNX Runtime's dynamic quantization) and ``choice.json``: the
+channel, activations quantized on the fly: ONNX Runtime's dynamic quantization; scored one row at a time, see
+``OnnxScorer``) and ``choice.json``: the
 backend the model is served with and why. It scores the test split with the torch model and both ONNX models
 and keeps
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -123,30 +125,63 @@ def sensitive_projections(fp32_file: Path) -> tuple[str, ...]:
 
 
 class OnnxScorer:
-    """Class probabilities from an ONNX file, batched as the torch path batches (sorted by length)."""
+    """Class probabilities from an ONNX file, batched as the torch path batches (sorted by length), or each row
+    on its own (``row_by_row``). The INT8 model is always scored row by row: dynamic quantization scales a
+    matrix product's input by the range of the whole input tensor, so in a batch a row's probabilities would
+    depend on the rows beside it (measured on the sample champion: up to 0.6 apart, 8 of 332 test labels
+    changed). Alone, a text gets the same label whatever else is in the file."""
 
-    def __init__(self, onnx_file: Path, tokenizer, max_length: int, threads: int = 0):
+    def __init__(self, onnx_file: Path, tokenizer, max_length: int, threads: int = 0, row_by_row: bool = False):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (the physical cores)
+        # Batches: ONNX Runtime's threads split each matrix product (0: its default, the physical cores).
+        # Row by row: a row is too small to split, so rows run side by side, one thread each (measured on
+        # 2 cores: 1.5x the rows/s of one row at a time on two threads).
+        options.intra_op_num_threads = 1 if row_by_row else threads
         self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-        self.tokenizer, self.max_length = tokenizer, max_length
+        self.tokenizer, self.max_length, self.row_by_row = tokenizer, max_length, row_by_row
+        self.workers = threads or _usable_cpus()
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if self.row_by_row:
+            return self._row_by_row(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
         probabilities = None
         for start in range(0, len(texts), batch_size):
             batch = order[start:start + batch_size]
             encoded = self.tokenizer([texts[i] for i in batch], truncation=True, max_length=self.max_length,
                                      padding=True, return_tensors="np")
-            logits = self.session.run(None, {"input_ids": encoded["input_ids"].astype(np.int64),
-                                             "attention_mask": encoded["attention_mask"].astype(np.int64)})[0]
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            logits = self._logits(encoded["input_ids"], encoded["attention_mask"])
             if probabilities is None:
                 probabilities = np.zeros((len(texts), logits.shape[1]), dtype=np.float64)
-            probabilities[batch] = shifted / shifted.sum(axis=1, keepdims=True)
+            probabilities[batch] = _softmax(logits)
         return probabilities if probabilities is not None else np.zeros((0, 0))
+
+    def _row_by_row(self, texts: list[str]) -> np.ndarray:
+        """One tokenizer call for all rows (no padding), one model call per row, ``workers`` calls at a time
+        (ONNX Runtime releases the GIL while it runs)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not texts:
+            return np.zeros((0, 0))
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        with ThreadPoolExecutor(self.workers) as pool:
+            logits = list(pool.map(lambda row: self._logits(np.asarray([row]), np.ones((1, len(row)))), ids))
+        return _softmax(np.vstack(logits))
+
+    def _logits(self, input_ids, attention_mask) -> np.ndarray:
+        return self.session.run(None, {"input_ids": np.asarray(input_ids, dtype=np.int64),
+                                       "attention_mask": np.asarray(attention_mask, dtype=np.int64)})[0]
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float64)
 
 
 class TorchScorer:
@@ -188,7 +223,7 @@ def load_scorer(bundle_dir: Path, onnx_dir: Path | None = None) -> Scorer:
 
         meta = read_meta(bundle_dir)
         engine = OnnxScorer(onnx_dir / BACKEND_FILES[choice.backend], load_tokenizer(bundle_dir / TOKENIZER_DIR),
-                            meta["max_length"])
+                            meta["max_length"], row_by_row=choice.backend == "onnx-int8")
         return Scorer(choice.backend, list(meta["labels"]), engine)
     model, tokenizer, meta = load_bundle(bundle_dir)
     return Scorer("torch", list(meta["labels"]), TorchScorer(model, tokenizer, meta["max_length"]))
@@ -256,8 +291,8 @@ def _choose(bundle_dir: Path, test, meta: dict, tokenizer, scores: dict, setting
     refusal = None
     for recipe, keep_fp32 in _int8_recipes(out_dir / FP32_FILE):
         quantize_int8(out_dir / FP32_FILE, out_dir / INT8_FILE, keep_fp32)
-        int8 = scores["onnx-int8"] = OnnxScorer(out_dir / INT8_FILE, tokenizer,
-                                                meta["max_length"]).predict_proba(texts)
+        int8 = scores["onnx-int8"] = OnnxScorer(out_dir / INT8_FILE, tokenizer, meta["max_length"],
+                                                row_by_row=True).predict_proba(texts)
         figures["macro_f1"]["onnx-int8"] = _macro_f1(truth, int8)
         agreement = float((int8.argmax(axis=1) == reference.argmax(axis=1)).mean()) if len(texts) else 1.0
         drop = figures["macro_f1"]["torch"] - figures["macro_f1"]["onnx-int8"]

@@ -2,9 +2,8 @@
 
 The onnx stage writes ``model.onnx`` (fp32), ``model-int8.onnx`` (weights quantized to INT8 per output
 channel, activations quantized on the fly: ONNX Runtime's dynamic quantization; scored one row at a time, see
-``OnnxScorer``) and ``choice.json``: the
-backend the model is served with and why. It scores the test split with the torch model and both ONNX models
-and keeps
+``OnnxScorer``) and ``choice.json``: the backend the model is served with and why. It scores the test split
+with the torch model and both ONNX models and keeps
 
 - ``onnx-int8`` only when its macro-F1 is within ``serving.int8_max_macro_f1_drop`` of the torch model's
   and at least ``serving.int8_min_label_agreement`` of its labels are the torch model's labels (two

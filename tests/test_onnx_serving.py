@@ -11,7 +11,8 @@ import pytest
 
 from finsent.config import ModelParams, ServingParams
 from finsent.onnx_model import (BUNDLE_SUBDIR, CHOICE_FILE, FP32_FILE, INT8_FILE, ONNX_TOLERANCE, build, export_fp32,
-                                load_scorer, quantize_int8, read_choice, sensitive_projections)
+                                int8_cpu_note, load_scorer, quantize_int8, read_choice, sensitive_projections,
+                                this_cpu)
 from finsent.serving import SentimentModel
 from finsent.train.fit import fit
 
@@ -166,3 +167,23 @@ def test_a_bad_serving_setting_is_one_line_naming_the_key(settings, message):
 
     with pytest.raises(FinsentError, match=message):
         ServingParams(**settings)
+
+
+def test_an_int8_model_loaded_on_a_cpu_with_other_int8_instructions_says_so(bundle, test_split, tmp_path):
+    """INT8 kernels differ by CPU instructions (no VNNI: 16-bit sums that can saturate), so the check's CPU is
+    recorded and a load elsewhere carries a note; on the checking CPU, none."""
+    folder = tmp_path / "onnx"
+    choice = _build(bundle, test_split, ServingParams(int8_min_label_agreement=0.0, int8_max_macro_f1_drop=1.0),
+                    folder)
+    assert choice.backend == "onnx-int8" and choice.checked_on == this_cpu()
+    assert load_scorer(bundle, folder).note is None
+    elsewhere = {**choice.checked_on, "cpu": "an older CPU", "int8_instructions": ["avx2"]}
+    (folder / CHOICE_FILE).write_text(json.dumps({**choice.to_dict(), "checked_on": elsewhere}))
+    note = load_scorer(bundle, folder).note
+    here = this_cpu()
+    if here["int8_instructions"] is None or set(here["int8_instructions"]) == {"avx2"}:
+        assert note is None  # this CPU does not say, or it is such a CPU
+    else:
+        assert note.startswith("INT8 was checked on an older CPU (avx2); this CPU") and "serving.backend: onnx" in note
+    assert int8_cpu_note(None, here) is None  # a choice made before the CPU was recorded
+    assert int8_cpu_note({**elsewhere, "int8_instructions": None}, here) is None  # unknown: nothing to compare

@@ -14,6 +14,10 @@ with the torch model and both ONNX models and keeps
 A registered model carries the folder beside its adapter bundle (``onnx/``); every load of it (``finsent
 predict``, the monitor, the pyfunc model, ``mlflow models serve``) reads the choice, and a bundle without the
 folder is served on torch. An ONNX file is a graph of standard operators and weights, no code.
+
+INT8 results depend on the CPU: ONNX Runtime picks its integer kernels by the CPU's instructions, and without
+VNNI (AVX2, plain AVX-512) 8-bit products are summed in 16 bits and can saturate. So the choice records the
+CPU the check ran on (``checked_on``), and a load on a CPU with other INT8 instructions says so (``Scorer.note``).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class BackendChoice:
     int8_label_agreement: float | None = None  # share of test rows where INT8 and torch give the same label
     int8_recipe: str | None = None  # the last INT8 recipe tried (_int8_recipes): the chosen one, or the refused
     onnx_max_probability_diff: float | None = None
+    checked_on: dict | None = None  # the CPU the INT8 check ran on (this_cpu())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +64,45 @@ class BackendChoice:
 def read_choice(folder: Path) -> BackendChoice | None:
     file = Path(folder) / CHOICE_FILE
     return BackendChoice(**json.loads(file.read_text())) if file.is_file() else None
+
+
+# The instructions ONNX Runtime's INT8 matrix products are chosen by (x86: AVX2, AVX-512, VNNI, AMX; Arm: the
+# dot-product and int8 matrix-multiply extensions), as /proc/cpuinfo names them.
+INT8_INSTRUCTIONS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def this_cpu() -> dict:
+    """The CPU as far as INT8 results go: its model, the INT8 instructions it has (None where the system does
+    not say: no /proc/cpuinfo) and the ONNX Runtime version."""
+    import platform
+
+    import onnxruntime
+
+    model, instructions = platform.processor() or platform.machine(), None
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)  # the last CPU's fields: all are alike
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    model = fields.get("model name", model)
+    flags = fields.get("flags", fields.get("Features"))
+    if flags is not None:
+        instructions = [name for name in INT8_INSTRUCTIONS if name in flags.split()]
+    return {"cpu": model, "int8_instructions": instructions, "onnxruntime": onnxruntime.__version__}
+
+
+def int8_cpu_note(checked_on: dict | None, here: dict) -> str | None:
+    """One line when the INT8 model runs on a CPU whose INT8 instructions differ from the one it was checked
+    on (its labels may then differ from the checked ones); None when they match or either is unknown."""
+    if not checked_on or checked_on.get("int8_instructions") is None or here["int8_instructions"] is None:
+        return None
+    if set(checked_on["int8_instructions"]) == set(here["int8_instructions"]):
+        return None
+    checked, ours = (", ".join(cpu["int8_instructions"]) or "none" for cpu in (checked_on, here))
+    return (f"INT8 was checked on {checked_on['cpu']} ({checked}); this CPU ({here['cpu']}) has "
+            f"{ours}, so its labels may differ from the checked ones: re-run the onnx stage here "
+            f"to check it, or serve on ONNX fp32 (serving.backend: onnx)")
 
 
 def export_fp32(bundle_dir: Path, out_file: Path) -> None:
@@ -197,11 +241,13 @@ class TorchScorer:
 
 @dataclass
 class Scorer:
-    """What a load of a model gives: the backend serving it, its labels, and ``predict_proba(texts)``."""
+    """What a load of a model gives: the backend serving it, its labels, ``predict_proba(texts)``, and a note
+    when it runs INT8 on a CPU other than the one it was checked on (``int8_cpu_note``)."""
 
     backend: str
     labels: list[str]
     engine: OnnxScorer | TorchScorer
+    note: str | None = None
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         return self.engine.predict_proba(texts, batch_size)
@@ -223,7 +269,10 @@ def load_scorer(bundle_dir: Path, onnx_dir: Path | None = None) -> Scorer:
         meta = read_meta(bundle_dir)
         engine = OnnxScorer(onnx_dir / BACKEND_FILES[choice.backend], load_tokenizer(bundle_dir / TOKENIZER_DIR),
                             meta["max_length"], row_by_row=choice.backend == "onnx-int8")
-        return Scorer(choice.backend, list(meta["labels"]), engine)
+        note = int8_cpu_note(choice.checked_on, this_cpu()) if choice.backend == "onnx-int8" else None
+        if note:
+            logging.getLogger(__name__).warning(note)  # what mlflow models serve and other pyfunc hosts log
+        return Scorer(choice.backend, list(meta["labels"]), engine, note)
     model, tokenizer, meta = load_bundle(bundle_dir)
     return Scorer("torch", list(meta["labels"]), TorchScorer(model, tokenizer, meta["max_length"]))
 
@@ -295,7 +344,7 @@ def _choose(bundle_dir: Path, test, meta: dict, tokenizer, scores: dict, setting
         figures["macro_f1"]["onnx-int8"] = _macro_f1(truth, int8)
         agreement = float((int8.argmax(axis=1) == reference.argmax(axis=1)).mean()) if len(texts) else 1.0
         drop = figures["macro_f1"]["torch"] - figures["macro_f1"]["onnx-int8"]
-        figures["int8_label_agreement"], figures["int8_recipe"] = agreement, recipe
+        figures.update(int8_label_agreement=agreement, int8_recipe=recipe, checked_on=this_cpu())
         if agreement < settings.int8_min_label_agreement:
             refusal = (f"INT8 ({recipe}) gives torch's label on {agreement:.1%} of the test rows "
                        f"(< {settings.int8_min_label_agreement:.1%})")

@@ -142,3 +142,15 @@ def test_shadow_scoring_reports_agreement_share_changes_and_the_strongest_disagr
     assert set(disagreements["champion_label"]) == {"negative"} and set(disagreements["challenger_label"]) == {
         "neutral"}
     assert not compare_shadow(champion, champion, LABELS, MonitorParams())[0]["below_min_agreement"]
+
+
+def test_the_monitor_report_carries_the_backends_note(tmp_path):
+    from finsent.monitor.steps import write_report
+
+    figures = {"rows_read": 3, "rows_scored": 2, "rows_skipped": 1, "rows_per_second": 10.0, "backend": "onnx-int8",
+               "backend_note": "INT8 was checked on CPU A (avx512_vnni); this CPU (CPU B) has avx2, so its labels "
+                               "may differ"}
+    drift = {"checks": [], "retraining": "not needed"}
+    report = write_report(tmp_path, figures, [], drift, "3")
+    assert f"**Note**: {figures['backend_note']}" in report
+    assert "**Note**" not in write_report(tmp_path, {**figures, "backend_note": None}, [], drift, "3")

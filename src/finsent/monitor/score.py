@@ -72,5 +72,5 @@ def score(batch: pd.DataFrame, bundle_dir: Path, text_column: str, batch_size: i
     )
     figures = {"rows_read": len(batch), "rows_scored": len(scored), "rows_skipped": len(skipped),
                "scoring_seconds": round(seconds, 3), "rows_per_second": round(len(scored) / max(seconds, 1e-9), 1),
-               "backend": scorer.backend}
+               "backend": scorer.backend, "backend_note": scorer.note}
     return scored, skipped, figures

@@ -163,7 +163,10 @@ def write_report(out: Path, figures: dict, alerts: list[dict], drift: dict, vers
     its text."""
     lines = [f"# finsent monitor: {figures['rows_scored']} rows scored with champion v{version}", "",
              f"read {figures['rows_read']} = scored {figures['rows_scored']} + skipped {figures['rows_skipped']}; "
-             f"{figures['rows_per_second']} rows/s on {figures['backend']}", "", "## Alerts", ""]
+             f"{figures['rows_per_second']} rows/s on {figures['backend']}", ""]
+    if figures.get("backend_note"):
+        lines += [f"**Note**: {figures['backend_note']}", ""]
+    lines += ["## Alerts", ""]
     lines += ([f"- **negative-share spike** {a['entity']} {a['period']}: {a['share_negative']:.1%} negative over "
                f"{a['rows']} rows (trailing mean {a['trailing_mean']:.1%}, threshold {a['threshold']:.1%})"
                for a in alerts] or ["none"])
@@ -195,6 +198,7 @@ def log_monitor_run(root: Path, params: Params, source: Path, out: Path, figures
     run = client.create_run(experiment, run_name=name, tags={
         "finsent.kind": "monitor", "champion_version": version, "mlflow.note.content": note,
         "serving_backend": figures["backend"],
+        **({"serving_backend_note": figures["backend_note"]} if figures.get("backend_note") else {}),
         **({"challenger_version": shadow["challenger_version"]} if shadow else {})})
     metrics = {**{k: float(figures[k]) for k in ("rows_read", "rows_scored", "rows_skipped", "rows_per_second")},
                "alerts": float(len(alerts)),

@@ -36,7 +36,7 @@ def main() -> None:
     import torch
 
     from finsent.bundle import load_bundle
-    from finsent.onnx_model import OnnxScorer, TorchScorer, export_fp32, quantize_int8, sensitive_projections
+    from finsent.onnx_model import OnnxScorer, TorchScorer, export_fp32, quantize_int8, sensitive_projections, this_cpu
     from finsent.runtime import quiet_libraries
 
     quiet_libraries()
@@ -75,6 +75,9 @@ def main() -> None:
     print(f"{len(texts)} {kind} sentences, batches of 64 (INT8 row by row, as served; 'batched': not served, a "
           f"row's label depends on its neighbours), torch threads {torch.get_num_threads()}, "
           f"bundle {bundle} ({meta['method']})")
+    cpu = this_cpu()  # INT8's speed and labels depend on the CPU's integer instructions
+    print(f"CPU {cpu['cpu']} (INT8 instructions: {', '.join(cpu['int8_instructions'] or ['unknown'])}), "
+          f"ONNX Runtime {cpu['onnxruntime']}")
     for name, runs in speeds.items():
         same = float(np.mean(labels[name] == labels[baseline]))
         print(f"{name:<25} {max(runs):8.1f} rows/s   {max(runs) / max(speeds[baseline]):.2f}x baseline   "

@@ -83,8 +83,8 @@ def this_cpu() -> dict:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         lines = []
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)  # the last CPU's fields: all are alike
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    fields = {key.strip(): value.strip()  # the last CPU's fields: all are alike
+              for key, value in (line.split(":", 1) for line in lines if ":" in line)}
     model = fields.get("model name", model)
     flags = fields.get("flags", fields.get("Features"))
     if flags is not None:
@@ -336,7 +336,7 @@ def _choose(bundle_dir: Path, test, meta: dict, tokenizer, scores: dict, setting
                                       f"{difference:.2g} (> {ONNX_TOLERANCE:g})", **figures)
     if settings.backend == "onnx":
         return BackendChoice("onnx", "serving.backend is onnx", **figures)
-    refusal = None
+    refusal, figures["checked_on"] = None, this_cpu()  # one CPU for every recipe's check
     for recipe, keep_fp32 in _int8_recipes(out_dir / FP32_FILE):
         quantize_int8(out_dir / FP32_FILE, out_dir / INT8_FILE, keep_fp32)
         int8 = scores["onnx-int8"] = OnnxScorer(out_dir / INT8_FILE, tokenizer, meta["max_length"],
@@ -344,7 +344,7 @@ def _choose(bundle_dir: Path, test, meta: dict, tokenizer, scores: dict, setting
         figures["macro_f1"]["onnx-int8"] = _macro_f1(truth, int8)
         agreement = float((int8.argmax(axis=1) == reference.argmax(axis=1)).mean()) if len(texts) else 1.0
         drop = figures["macro_f1"]["torch"] - figures["macro_f1"]["onnx-int8"]
-        figures.update(int8_label_agreement=agreement, int8_recipe=recipe, checked_on=this_cpu())
+        figures.update(int8_label_agreement=agreement, int8_recipe=recipe)
         if agreement < settings.int8_min_label_agreement:
             refusal = (f"INT8 ({recipe}) gives torch's label on {agreement:.1%} of the test rows "
                        f"(< {settings.int8_min_label_agreement:.1%})")

@@ -2,8 +2,9 @@
 compare-and-set promotion (or, with gate.require_approval, the challenger alias and, on a server, a pause for the
 reviewer's decision), report, dvc push.
 
-Stages run through DVC (cached, hashed into dvc.lock), their commands in this process. The steps after them read or change the
-model registry, so they are flow tasks and not DVC stages.
+Stages run through DVC (cached, hashed into dvc.lock), their commands in this process; one DVC status pass
+first tells which of them are unchanged, so an unchanged re-run reads dvc.yaml and dvc.lock once, not per
+stage. The steps after them read or change the model registry, so they are flow tasks and not DVC stages.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from finsent.release import (AWAITING_APPROVAL, Promotion, compare_with_champion
 from finsent.review import wait_for_review
 from finsent.runtime import RUN_NAME_ENV, apply_defaults, echo_run_lines
 from finsent.tracking import FlowRunRecord, flow_run_record, link_artifact
-from finsent.versioning import push, reproduce_stage
+from finsent.versioning import push, reproduce_stage, unchanged_stages
 
 NETWORK_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # registry / remote calls
 
@@ -43,8 +44,15 @@ def _read(root: Path, path: str) -> dict:
 
 
 @task(name="stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5)
-def stage_task(root: Path, stage: str) -> dict:
+def stage_task(root: Path, stage: str, unchanged: bool = False) -> dict:
+    if unchanged:  # DVC's status pass judged it already: nothing to run, nothing to hash again
+        return {"stage": stage, "ran": False, "error": None}
     return reproduce_stage(root, stage, call_cli)  # the command in this process: torch etc. imported once
+
+
+@task(name="dvc-status")
+def status_task(root: Path) -> frozenset[str]:
+    return unchanged_stages(root)
 
 
 @task(name="champion-data-profile", **NETWORK_RETRIES)
@@ -148,10 +156,14 @@ def training_flow(project_dir: str, data: str | None = None, overrides: list[str
 def _train(root: Path) -> dict:
     with flow_run_record(root, _params(root)) as record:  # one MLflow run, as long as this flow run
         link_artifact(record)
-        outcomes = []
+        outcomes, unchanged = [], frozenset()
         for name in stages.NAMES:
-            outcome = stage_task(root, name)
+            if name == stages.JUDGED_TOGETHER[0]:
+                unchanged = status_task(root)
+            outcome = stage_task(root, name, name in unchanged)
             outcomes.append(outcome)
+            if outcome["ran"]:  # what it made is the next stages' input: DVC judges each of them again
+                unchanged = frozenset()
             if outcome["error"]:
                 return Failed(message=record.fail(f"stage '{name}': {outcome['error']}"))
             done = stages.stage(name).done

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from projects import make_project
 
-from finsent.stages import NAMES, stage
+from finsent.stages import JUDGED_TOGETHER, NAMES, stage
+from finsent.versioning import unchanged_stages
 
 DVC = str(Path(sys.executable).parent / "dvc")
 
@@ -103,6 +104,18 @@ def test_the_flows_in_process_stages_record_the_same_dvc_lock_as_dvc_repro(repro
     assert [(o["stage"], o["ran"], o["error"]) for o in result["outcomes"]] == [(n, True, None) for n in NAMES]
     assert result["trained_here"]  # the train stage's function ran in the calling process
     assert _lock(project) == _lock(reproduced)
+
+
+def test_the_flows_one_status_pass_names_the_stages_dvc_would_skip(project):
+    """The flow skips, without reproducing them, the stages one DVC status pass calls unchanged: after the
+    always-changed stages, all of them on an unchanged project; every one but validate after an edit that
+    only validate reaches; none where dvc.yaml cannot be read (each stage's own run then says why)."""
+    assert unchanged_stages(project) == set(JUDGED_TOGETHER)
+    drift = project / "src" / "finsent" / "data" / "drift.py"
+    drift.write_text(drift.read_text() + "\n# an edit\n")
+    assert unchanged_stages(project) == set(JUDGED_TOGETHER) - {"validate"}
+    (project / "dvc.yaml").write_text("stages: [not a mapping\n")
+    assert unchanged_stages(project) == frozenset()
 
 
 def test_editing_a_module_validate_reaches_only_indirectly_reruns_validate(project):

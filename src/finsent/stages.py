@@ -169,6 +169,9 @@ STAGES: tuple[Stage, ...] = (
           done="chose the serving backend"),
 )
 NAMES = tuple(stage.name for stage in STAGES)
+# The stages after the last always-changed one: nothing runs between them and their inputs until one of them
+# runs, so one DVC status pass can tell up front which of them are unchanged (versioning.unchanged_stages).
+JUDGED_TOGETHER = NAMES[max(i for i, each in enumerate(STAGES) if each.always_changed) + 1:]
 BY_NAME = {stage.name: stage for stage in STAGES}
 OPTIONS = tuple(dict.fromkeys(option for stage in STAGES for option in stage.options()))
 

@@ -1,4 +1,4 @@
-"""DVC and git, seen from the pipeline: reproduce one stage, push outputs, read provenance.
+"""DVC and git, seen from the pipeline: judge and reproduce stages, push outputs, read provenance.
 
 DVC runs in-process (its Python API) so the flow can tell "ran" from "unchanged, skipped"
 and report a stage's own one-line error instead of DVC's generic failure.
@@ -122,6 +122,23 @@ def reproduce_stage(root: Path, stage: str, call_cli: Callable[[list[str]], int]
     finally:
         os.environ.pop(ERROR_FILE_ENV, None)
         error_file.unlink(missing_ok=True)
+
+
+def unchanged_stages(root: Path) -> frozenset[str]:
+    """The stages of dvc.yaml that DVC would skip now (deps, params, code and outputs as dvc.lock records them),
+    judged in one status pass: dvc.yaml, dvc.lock and params.yaml are read once for all stages, where
+    reproducing each stage in turn reads them again per stage. -> their names; none when DVC cannot tell
+    (a broken dvc.yaml, ...): reproducing the stage then reports why."""
+    from dvc.exceptions import DvcException
+
+    logging.getLogger("dvc").setLevel(logging.ERROR)
+    try:
+        repair_stage_locks(root)
+        with open_repo(root) as repo:
+            changed = repo.status()  # keyed by address: the stage's name, its dvc.yaml's path first outside cwd
+            return frozenset(stage.name for stage in repo.index.stages if stage.addressing not in changed)
+    except DvcException:
+        return frozenset()
 
 
 def _root_cause(exc: BaseException) -> str:

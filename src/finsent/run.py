@@ -13,7 +13,7 @@ from finsent.config import load_params
 from finsent.errors import FinsentError
 from finsent.data.drift import summary_line
 from finsent.evaluate.gates import describe
-from finsent.runtime import echo_run_lines, tracking_uri
+from finsent.runtime import echo_run_lines, start_local_prefect_api, tracking_uri
 
 
 class _DropLockedDatabaseNoise(logging.Filter):
@@ -56,9 +56,13 @@ def run_flow(root: Path, module: str, name: str, **parameters):
     A failed run raises FinsentError: the task's own one-line error when it raised one."""
     import importlib
 
+    local_api_up = start_local_prefect_api()  # comes up while the flow's libraries are imported
     sys.path.insert(0, str(root))
     flow = getattr(importlib.import_module(f"pipelines.{module}"), name)  # imports prefect: its log handlers
     _quiet_prefect()
+    import mlflow  # noqa: F401  both flows track to MLflow: imported while the local API comes up
+
+    local_api_up()
     state = flow(**parameters, return_state=True)
     if state.is_failed():
         error = state.result(raise_on_failure=False)

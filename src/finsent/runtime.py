@@ -11,12 +11,15 @@ Call ``apply_defaults`` before importing prefect or mlflow: both read settings a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import threading
 import urllib.parse
 import warnings
 from pathlib import Path
+from typing import Callable
 
 STATE_DIR = ".finsent"
 
@@ -91,6 +94,27 @@ def apply_defaults(root: Path) -> None:
     # MLflow's default (7 retries, doubling waits) keeps a command silent for minutes on an unreachable server;
     # the flow's tasks retry on their own (NETWORK_RETRIES)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+
+
+def start_local_prefect_api() -> Callable[[], None]:
+    """Where no Prefect server is configured, Prefect starts its local API on the flow's first call: a process
+    of its own that takes seconds to import and open its database, while this one waits. Started here in a
+    thread, it comes up while this process imports the flow's libraries. -> a function that waits until it
+    answers (call it before the flow runs: Prefect's client does not wait for a start already under way).
+    A start that fails here is tried again, and reported, by the flow's own start."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return lambda: None
+    from prefect.server.api.server import SubprocessASGIServer  # the one instance Prefect's client uses
+
+    def start() -> None:
+        with contextlib.suppress(Exception):
+            SubprocessASGIServer().start()
+
+    starting = threading.Thread(target=start, name="prefect-local-api", daemon=True)
+    starting.start()
+    return starting.join
 
 
 def quiet_libraries() -> None:

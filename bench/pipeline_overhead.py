@@ -153,9 +153,9 @@ def bare(config: dict) -> dict:
 
 def clean_env() -> dict:
     """What tests/projects.finsent() gives the CLI: embedded defaults, no inherited MLflow / Prefect settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    env.update(HF_HUB_OFFLINE="1", CI="true")
-    return env
+    from projects import embedded_env  # tests/ is on sys.path from main() on
+
+    return embedded_env(CI="true")
 
 
 def timed(command: list[str], cwd: Path, what: str) -> tuple[float, float, str]:

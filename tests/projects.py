@@ -21,12 +21,18 @@ GATES_OFF = {"min_macro_f1": 0.0, "min_accuracy": 0.0, "min_class_recall": 0.0, 
              "max_latency_ratio": None}
 
 
+def embedded_env(**env: str) -> dict[str, str]:
+    """This process's environment without MLflow / Prefect settings (a finsent process then uses the project's
+    embedded stores), offline, with ``env`` on top."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    return {**clean, "HF_HUB_OFFLINE": "1", **env}
+
+
 def finsent(project: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
     """Run the CLI in ``project`` with embedded defaults (no inherited MLflow / Prefect settings); ``timeout``
     only guards against a hang, so a run that trains the full sample gets a generous one."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    clean.update(HF_HUB_OFFLINE="1", CI="true", **env)
-    return subprocess.run([FINSENT, *args], cwd=project, env=clean, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([FINSENT, *args], cwd=project, env=embedded_env(CI="true", **env), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def set_params(project: Path, **sections) -> None:

@@ -4,9 +4,10 @@ then finds it answering, and where PREFECT_API_URL names a server nothing local 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+
+from projects import embedded_env
 
 STARTED_HERE = """
 import json, httpx
@@ -33,11 +34,9 @@ print(json.dumps({"running": SubprocessASGIServer().running}))
 
 
 def _run(code: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    done = subprocess.run([sys.executable, "-c", code], env={**clean, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                                                              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-                                                              **env},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=embedded_env(PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                                           PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", **env))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

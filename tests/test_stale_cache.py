@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from projects import make_project
+from projects import embedded_env, make_project
 
 from finsent.stages import JUDGED_TOGETHER, NAMES, stage
 from finsent.versioning import unchanged_stages
@@ -24,8 +24,7 @@ DVC = str(Path(sys.executable).parent / "dvc")
 
 def _repro(project: Path, **env: str) -> dict[str, bool]:
     """`dvc repro` in ``project`` -> {stage: ran}."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    clean.update(HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env)
+    clean = embedded_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env)
     done = subprocess.run([DVC, "repro"], cwd=project, env=clean, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ran = {name: True for name in re.findall(r"Running stage '([\w-]+)'", done.stdout)}
@@ -96,8 +95,7 @@ def test_the_flows_in_process_stages_record_the_same_dvc_lock_as_dvc_repro(repro
     for name in NAMES:
         for output in stage(name).outputs.values():
             (shutil.rmtree if (project / output).is_dir() else Path.unlink)(project / output)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    done = subprocess.run([sys.executable, "-c", IN_PROCESS], cwd=project, env={**clean, "HF_HUB_OFFLINE": "1"},
+    done = subprocess.run([sys.executable, "-c", IN_PROCESS], cwd=project, env=embedded_env(),
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

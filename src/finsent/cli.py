@@ -13,7 +13,7 @@ from pathlib import Path
 
 from finsent import __version__, layout, stages
 from finsent.errors import ERROR_FILE_ENV, FinsentError
-from finsent.runtime import apply_defaults, project_root, quiet_libraries, state_dir
+from finsent.runtime import apply_defaults, exit_process, project_root, quiet_libraries, state_dir
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -622,5 +622,10 @@ def unforeseen(exc: Exception) -> str:
             f"it with that output)")
 
 
+def console() -> None:
+    """The `finsent` command (main() is also called in-process, by the flow's stages)."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -23,6 +23,7 @@ from finsent.cli import main as call_cli
 from finsent import overrides as run_overrides
 from finsent.config import load_params
 from finsent.data.drift import check_drift, stop_reason, summary_line
+from finsent.local_api import server_configured
 from finsent.notify import flow_run_failed
 from finsent.registry import champion_profile, registry_state, tracking_step
 from finsent.release import (AWAITING_APPROVAL, Promotion, compare_with_champion, gate_candidate, promote_in_turn,
@@ -147,7 +148,7 @@ def training_flow(project_dir: str, data: str | None = None, overrides: list[str
     apply_defaults(root)
     echo_run_lines()  # the lines printed below: the run's Logs tab and this process's stdout
     os.environ[RUN_NAME_ENV] = flow_run.name or "train"  # what the stage processes record the run as (GX)
-    if os.environ.get("PREFECT_API_URL"):  # a server, shared by runs that may outlive their worker
+    if server_configured():  # a server, shared by runs that may outlive their worker
         _ensure_crash_detection()
     with run_overrides.applied(root, list(overrides or []), data):  # e.g. set in the UI's custom run form
         return _train(root)
@@ -180,7 +181,7 @@ def _train(root: Path) -> dict:
         registration = register_task(root, state, verdict, record)
         promotion = promote_task(root, registration, verdict, state, comparison)
         if promotion.outcome == AWAITING_APPROVAL and _params(root).gate.approval_wait_minutes > 0 \
-                and os.environ.get("PREFECT_API_URL"):  # a server, whose UI shows the Resume form
+                and server_configured():  # a server, whose UI shows the Resume form
             promotion = wait_for_review(_params(root), registration, promotion)
         report_task(root, registration, verdict, promotion, record)
         pushed = push_task(root)

@@ -1,35 +1,48 @@
-"""`finsent run` starts Prefect's local API in the background while it imports the flow's libraries; the flow
-then finds it answering, and where PREFECT_API_URL names a server nothing local is started."""
+"""`finsent run` starts Prefect's local API as a process of its own before Prefect is imported, and names it in
+PREFECT_API_URL: Prefect's client then uses it and starts no second one. Where a server is configured (the
+environment, or a Prefect profile) nothing local is left running. Each case runs in a fresh interpreter with
+its own PREFECT_HOME."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 from projects import embedded_env
 
 STARTED_HERE = """
-import json, httpx
-from finsent.runtime import start_local_prefect_api
-from prefect.server.api.server import SubprocessASGIServer
+import json, os, sys, httpx
+from finsent.local_api import server_configured, start_local_prefect_api
 from prefect.client.orchestration import get_client
 
 start_local_prefect_api()()  # start, then wait until it answers
-server = SubprocessASGIServer()
-health = httpx.get(f"{server.api_url}/health", timeout=10).status_code
-with get_client(sync_client=True) as client:  # what the flow's engine asks for: the same server, not a second
-    same = str(client.api_url).rstrip("/") == server.api_url
-print(json.dumps({"running": server.running, "health": health, "same": same}))
+url = os.environ["PREFECT_API_URL"]
+health = httpx.get(f"{url}/health", timeout=10).status_code
+with get_client(sync_client=True) as client:  # what the flow's engine asks for: this server, not a second
+    same = str(client.api_url).rstrip("/") == url
+print(json.dumps({"health": health, "same": same, "user_server": server_configured(),
+                  "server_module_here": "prefect.server.api.server" in sys.modules}))
 """
 
-SERVER_NAMED = """
-import json
-from finsent.runtime import start_local_prefect_api
-from prefect.server.api.server import SubprocessASGIServer
+SERVER_ELSEWHERE = """
+import json, os, psutil
+from finsent.local_api import LOCAL_API_ENV, server_configured, start_local_prefect_api
 
 start_local_prefect_api()()
-print(json.dumps({"running": SubprocessASGIServer().running}))
+print(json.dumps({"url": os.environ.get("PREFECT_API_URL"), "local": os.environ.get(LOCAL_API_ENV),
+                  "user_server": server_configured(),
+                  "children": [p.pid for p in psutil.Process().children() if p.is_running() and
+                               p.status() != psutil.STATUS_ZOMBIE]}))
+"""
+
+PID_AT_EXIT = """
+import json, psutil
+from finsent.local_api import start_local_prefect_api
+
+start_local_prefect_api()()
+print(json.dumps({"children": [p.pid for p in psutil.Process().children()]}))
 """
 
 
@@ -41,11 +54,28 @@ def _run(code: str, **env: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_local_api_started_in_the_background_is_the_one_the_flow_uses(tmp_path):
-    assert _run(STARTED_HERE, PREFECT_HOME=str(tmp_path / "prefect")) == {"running": True, "health": 200,
-                                                                          "same": True}
+def test_the_local_api_is_the_one_the_flow_uses_and_its_module_stays_out_of_the_run(tmp_path):
+    assert _run(STARTED_HERE, PREFECT_HOME=str(tmp_path / "prefect")) == {
+        "health": 200, "same": True, "user_server": False, "server_module_here": False}
 
 
-def test_nothing_local_starts_where_a_server_is_named(tmp_path):
-    result = _run(SERVER_NAMED, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_URL="http://127.0.0.1:9/api")
-    assert result == {"running": False}
+def test_nothing_local_starts_where_the_environment_names_a_server(tmp_path):
+    result = _run(SERVER_ELSEWHERE, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_URL="http://127.0.0.1:9/api")
+    assert result == {"url": "http://127.0.0.1:9/api", "local": None, "user_server": True, "children": []}
+
+
+def test_a_server_named_in_a_prefect_profile_wins_and_the_local_one_is_stopped(tmp_path):
+    home = tmp_path / "prefect"
+    home.mkdir()
+    (home / "profiles.toml").write_text('active = "team"\n\n[profiles.team]\n'
+                                        'PREFECT_API_URL = "http://127.0.0.1:9/api"\n')
+    result = _run(SERVER_ELSEWHERE, PREFECT_HOME=str(home))
+    assert result == {"url": None, "local": None, "user_server": False, "children": []}
+
+
+def test_the_local_api_stops_when_the_run_exits(tmp_path):
+    import psutil
+
+    children = _run(PID_AT_EXIT, PREFECT_HOME=str(tmp_path / "prefect"))["children"]
+    assert len(children) == 1
+    assert not psutil.pid_exists(children[0]) or psutil.Process(children[0]).status() == psutil.STATUS_ZOMBIE

@@ -13,7 +13,8 @@ from finsent.config import load_params
 from finsent.errors import FinsentError
 from finsent.data.drift import summary_line
 from finsent.evaluate.gates import describe
-from finsent.runtime import echo_run_lines, start_local_prefect_api, tracking_uri
+from finsent.local_api import start_local_prefect_api
+from finsent.runtime import echo_run_lines, tracking_uri
 
 
 class _DropLockedDatabaseNoise(logging.Filter):
@@ -60,8 +61,9 @@ def run_flow(root: Path, module: str, name: str, **parameters):
     sys.path.insert(0, str(root))
     flow = getattr(importlib.import_module(f"pipelines.{module}"), name)  # imports prefect: its log handlers
     _quiet_prefect()
-    import mlflow  # noqa: F401  both flows track to MLflow: imported while the local API comes up
+    from finsent.tracking import open_stores
 
+    open_stores()  # both flows track to MLflow: its stores open while the local API comes up
     local_api_up()
     state = flow(**parameters, return_state=True)
     if state.is_failed():

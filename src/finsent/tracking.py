@@ -51,6 +51,20 @@ def _prefect_flow_run() -> dict[str, str]:
     return {key: str(value) for key, value in found.items() if value}
 
 
+def open_stores() -> None:
+    """Open MLflow's tracking and registry stores ahead of the flow's first MLflow call: a database store checks
+    its schema on first use (0.7 s with the embedded SQLite), time a run can spend while it waits for its Prefect
+    API. A store that fails here is left for the flow's own steps to report."""
+    from mlflow import MlflowClient, get_tracking_uri
+
+    if get_tracking_uri().startswith(("http://", "https://")):  # a server: nothing to open, and no retries here
+        return
+    with contextlib.suppress(Exception):
+        client = MlflowClient()
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+
+
 @tracking_step("open the MLflow run")
 def open_run(root: Path, params: Params) -> FlowRunRecord:
     """A RUNNING MLflow run in the project's experiment, named for a person:

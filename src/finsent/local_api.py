@@ -1,0 +1,124 @@
+"""Prefect's local API for a run when no Prefect server is configured: the same server process Prefect's own
+ephemeral mode starts (uvicorn serving ``prefect.server.api.server:create_app``, UI off, ephemeral services),
+started by finsent before Prefect is imported.
+
+Prefect's ``SubprocessASGIServer`` would do the same, but it lives in the server's own module, which takes
+2.7 s to import into the run's process before the server's process can even start (2 cores); started here,
+the server comes up while the run imports Prefect, the flow and MLflow. The run then names it in
+PREFECT_API_URL, so Prefect's client uses it and starts none of its own; ``LOCAL_API_ENV`` holds the same URL,
+so finsent can tell it from a server the user configured (``server_configured``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Callable
+
+from finsent.errors import FinsentError
+
+LOCAL_API_ENV = "FINSENT_LOCAL_PREFECT_API"
+STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"  # Prefect's own setting for its start
+# What Prefect's ephemeral start sets for its server process (prefect.server.api.server, pinned Prefect)
+EPHEMERAL_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+
+
+def server_configured() -> bool:
+    """A Prefect server named by the user (PREFECT_API_URL), not the local API a run started for itself."""
+    url = os.environ.get("PREFECT_API_URL")
+    return bool(url) and url != os.environ.get(LOCAL_API_ENV)
+
+
+PORTS = range(8000, 9000)  # as Prefect's own start: outside the range the OS hands out to outgoing connections
+ADDRESS_IN_USE = 3  # uvicorn's exit code when another process took the port first
+
+
+def _free_port() -> int:
+    for port in random.sample(PORTS, 20):
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+            with contextlib.suppress(OSError):
+                probe.bind(("127.0.0.1", port))
+                return port
+    raise FinsentError(f"no free port for Prefect's local API in {PORTS.start}-{PORTS.stop - 1}; set "
+                       f"PREFECT_API_URL to a running Prefect server")
+
+
+class LocalApi:
+    """The server's process; stopped when this process exits."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self.api_url = ""
+        self._launch()
+        atexit.register(self.stop)
+
+    def _launch(self) -> None:
+        import importlib.util
+
+        port = _free_port()
+        prefect_dir = os.path.dirname(os.path.dirname(importlib.util.find_spec("prefect").origin))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", prefect_dir, "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "error", "--lifespan", "on"],
+            env={**os.environ, **EPHEMERAL_SERVER_ENV}, stdin=subprocess.DEVNULL)
+        self.api_url = f"http://127.0.0.1:{port}/api"
+
+    def name_in_environment(self) -> None:
+        """PREFECT_API_URL (and LOCAL_API_ENV) name this server, for Prefect in this process and its children."""
+        from prefect.context import refresh_global_settings_context
+
+        os.environ["PREFECT_API_URL"] = os.environ[LOCAL_API_ENV] = self.api_url
+        refresh_global_settings_context()  # Prefect read its settings at import
+
+    def wait(self) -> None:
+        """Return once the API answers; FinsentError if its process ends or it does not answer in time."""
+        timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV) or 120)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() == ADDRESS_IN_USE:  # taken since it was probed: another port
+                self._launch()
+                self.name_in_environment()
+            elif self.process.poll() is not None:
+                raise FinsentError(f"Prefect's local API stopped at start-up (exit code {self.process.returncode}; "
+                                   f"its messages are above); set PREFECT_API_URL to a running Prefect server "
+                                   f"instead, or run `finsent doctor`")
+            with contextlib.suppress(urllib.error.URLError, OSError):
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            time.sleep(0.1)
+        raise FinsentError(f"Prefect's local API did not answer within {timeout:.0f} s (a busy machine? raise "
+                           f"{STARTUP_TIMEOUT_ENV}, or set PREFECT_API_URL to a running Prefect server)")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_local_prefect_api() -> Callable[[], None]:
+    """Where no Prefect server is configured, start the local API and name it in PREFECT_API_URL; call before
+    Prefect is imported. -> a function that waits until it answers (call it before the flow's first call)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return lambda: None
+    api = LocalApi()  # before Prefect's import, which is most of the time until the flow runs
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:  # a server named in a Prefect profile or prefect.toml: that one
+        api.stop()
+        return lambda: None
+    api.name_in_environment()
+    return api.wait

@@ -10,6 +10,7 @@ a gate failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from finsent.config import Params
 from finsent.errors import FinsentError, GateFailed
 from finsent.evaluate.gates import describe, gate
 from finsent.evaluate.report import evaluation_report
+from finsent.local_api import server_configured
 from finsent.mlflow_limits import DESCRIPTION_LIMIT, TAG_LIMIT, fitted
 from finsent.promotion import (ChampionMoved, acting_person, alias_version, nominate, promote, record_refusal,
                                rejection)
@@ -201,9 +203,14 @@ def promote_in_turn(root: Path, params: Params, registration: dict, verdict: dic
                     comparison: dict) -> Promotion:
     """A candidate that passed its gates is first checked servable (``check_servable``, when
     ``gate.servability_check``; not again for the champion itself); then one promotion at a time
-    (``promotion_slot``; the registry's compare-and-set stays the second guard) and ``promote_candidate``
-    against the champion this candidate was compared with. Not servable, or no slot within
-    ``schedule.promotion_timeout_seconds``: refused, registered without alias."""
+    (``promotion_slot`` on a configured Prefect server; the registry's compare-and-set stays the second guard)
+    and ``promote_candidate`` against the champion this candidate was compared with. Not servable, or no slot
+    within ``schedule.promotion_timeout_seconds``: refused, registered without alias.
+
+    With the local API of `finsent run` no slot is taken: only this project's runs use its database, and the
+    project's run lock already lets one run at a time (runs of other projects that share the registry meet
+    at its compare-and-set). Taking one there only cost API calls, and a 2 s retry whenever the API's SQLite
+    database was busy."""
     from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
 
     if verdict["passed"] and params.gate.servability_check and state["champion"] != registration["version"]:
@@ -216,7 +223,7 @@ def promote_in_turn(root: Path, params: Params, registration: dict, verdict: dic
         state["champion"] if state["champion"] == state["existing_version"] else None)
     schedule = params.schedule
     try:
-        with promotion_slot(schedule):
+        with promotion_slot(schedule) if server_configured() else contextlib.nullcontext():
             return promote_candidate(params, registration, verdict, compared_with)
     except AcquireConcurrencySlotTimeoutError:
         return refuse(params, registration, verdict,

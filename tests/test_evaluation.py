@@ -7,7 +7,7 @@ from finsent.config import GateParams
 from finsent.evaluate.calibration import brier_score, expected_calibration_error, reliability_bins
 from finsent.evaluate.gates import check_gates, describe
 from finsent.evaluate.report import evaluation_report
-from finsent.evaluate.statistics import bootstrap_macro_f1_ci, mcnemar, paired_bootstrap
+from finsent.evaluate.statistics import bootstrap_macro_f1_ci, macro_f1_per_row, mcnemar, paired_bootstrap
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -45,6 +45,19 @@ def test_paired_statistics_see_a_real_difference_and_no_difference():
     assert same == {"candidate_only_correct": 0, "champion_only_correct": 0, "mcnemar_p_value": 1.0}
     low, high = bootstrap_macro_f1_ci(y_true, good, 3, resamples=300)
     assert low < 0.9 < high or low < high < 0.95
+
+
+def test_macro_f1_of_many_resamples_at_once_is_sklearns_per_resample():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 4, (60, 9))
+    y_pred = np.where(rng.random((60, 9)) < 0.6, y_true, rng.integers(0, 4, (60, 9)))
+    y_true[0], y_pred[0] = 0, 0  # three of four labels absent from truth and prediction: F1 0 each
+    y_true[1], y_pred[1] = 1, 2  # every prediction wrong
+    expected = [f1_score(t, p, labels=[0, 1, 2, 3], average="macro", zero_division=0) for t, p in zip(y_true, y_pred)]
+    assert macro_f1_per_row(y_true, y_pred, 4) == pytest.approx(expected, abs=1e-12)
+    assert expected[0] == 0.25 and expected[1] == 0.0
 
 
 def test_first_model_faces_only_absolute_gates():

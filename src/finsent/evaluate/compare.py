@@ -9,11 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finsent.bundle import load_bundle, predict_proba
-from finsent.evaluate.metrics import classification_metrics
-from finsent.evaluate.slices import slice_figures
-from finsent.evaluate.statistics import mcnemar, paired_bootstrap
-
 
 def compare(candidate_predictions: Path, test_split: Path, champion_bundle: Path | None,
             champion_version: str | None, out: Path, resamples: int = 1000, seed: int = 0,
@@ -21,7 +16,12 @@ def compare(candidate_predictions: Path, test_split: Path, champion_bundle: Path
     """Score the champion bundle on the candidate's test rows; write and return the comparison (with both
     models' figures per slice of ``slice_by``)."""
     result: dict = {"champion_version": champion_version}
-    if champion_bundle is not None:
+    if champion_bundle is not None:  # imported here: with no champion to score, a re-run needs no torch
+        from finsent.bundle import load_bundle, predict_proba
+        from finsent.evaluate.metrics import classification_metrics
+        from finsent.evaluate.slices import slice_figures
+        from finsent.evaluate.statistics import mcnemar, paired_bootstrap
+
         candidate = pd.read_parquet(candidate_predictions)
         test = pd.read_parquet(test_split).set_index("id").loc[candidate["id"]].reset_index()
         model, tokenizer, meta = load_bundle(champion_bundle)

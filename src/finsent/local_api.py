@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Callable
+from typing import Callable, Iterable
 
 from finsent.errors import FinsentError
 
@@ -79,10 +79,13 @@ class LocalApi:
         os.environ["PREFECT_API_URL"] = os.environ[LOCAL_API_ENV] = self.api_url
         refresh_global_settings_context()  # Prefect read its settings at import
 
-    def wait(self) -> None:
-        """Return once the API answers; FinsentError if its process ends or it does not answer in time."""
+    def wait(self, meanwhile: Iterable[Callable[[], object]] = ()) -> None:
+        """Return once the API answers; FinsentError if its process ends or it does not answer in time.
+        Until it answers, runs the ``meanwhile`` calls one at a time (what the run needs later anyway; a
+        call that fails is left for the run to meet again), then only waits."""
         timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV) or 120)
         deadline = time.monotonic() + timeout
+        pending = iter(meanwhile)
         while time.monotonic() < deadline:
             if self.process.poll() == ADDRESS_IN_USE:  # taken since it was probed: another port
                 self._launch()
@@ -95,7 +98,12 @@ class LocalApi:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
                     if response.status == 200:
                         return
-            time.sleep(0.1)
+            call = next(pending, None)
+            if call is None:
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(Exception):
+                    call()
         raise FinsentError(f"Prefect's local API did not answer within {timeout:.0f} s (a busy machine? raise "
                            f"{STARTUP_TIMEOUT_ENV}, or set PREFECT_API_URL to a running Prefect server)")
 
@@ -109,16 +117,21 @@ class LocalApi:
                 self.process.wait()
 
 
-def start_local_prefect_api() -> Callable[[], None]:
+def _no_wait(meanwhile: Iterable[Callable[[], object]] = ()) -> None:
+    """A configured server: nothing to wait for."""
+
+
+def start_local_prefect_api() -> Callable[..., None]:
     """Where no Prefect server is configured, start the local API and name it in PREFECT_API_URL; call before
-    Prefect is imported. -> a function that waits until it answers (call it before the flow's first call)."""
+    Prefect is imported. -> a function that waits until it answers (``LocalApi.wait``; call it before the
+    flow's first call)."""
     if os.environ.get("PREFECT_API_URL"):
-        return lambda: None
+        return _no_wait
     api = LocalApi()  # before Prefect's import, which is most of the time until the flow runs
     from prefect.settings import get_current_settings
 
     if get_current_settings().api.url:  # a server named in a Prefect profile or prefect.toml: that one
         api.stop()
-        return lambda: None
+        return _no_wait
     api.name_in_environment()
     return api.wait

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -52,6 +53,9 @@ def _quiet_prefect() -> None:
     echo_run_lines()
 
 
+STAGE_LIBRARIES = ("torch", "transformers", "peft", "great_expectations")  # cheapest first
+
+
 def run_flow(root: Path, module: str, name: str, **parameters):
     """Run the flow ``pipelines.<module>.<name>`` of the project at ``root`` with quiet logs; -> its result.
     A failed run raises FinsentError: the task's own one-line error when it raised one."""
@@ -64,7 +68,9 @@ def run_flow(root: Path, module: str, name: str, **parameters):
     from finsent.tracking import open_stores
 
     open_stores()  # both flows track to MLflow: its stores open while the local API comes up
-    local_api_up()
+    # A new project's local API first creates its database (seconds): time to import what the stages and
+    # the scoring import anyway, one library at a time, stopping once the API answers
+    local_api_up(meanwhile=[functools.partial(importlib.import_module, name) for name in STAGE_LIBRARIES])
     state = flow(**parameters, return_state=True)
     if state.is_failed():
         error = state.result(raise_on_failure=False)

@@ -242,7 +242,7 @@ SLICE_KINDS = ("source", "length")  # what test rows can be sliced by (finsent.e
 @dataclass(frozen=True)
 class EvalParams:
     batch_size: int = 64
-    latency_rows: int = 64     # test rows timed for the latency ratio (one batch)
+    latency_rows: int = 32     # test rows timed for the latency ratio (one batch)
     latency_repeats: int = 7   # candidate / base timed in turn this often; the median ratio is kept
     slice_by: list[str] = field(default_factory=lambda: ["source", "length"])  # per-slice test figures, gates
 

@@ -53,7 +53,7 @@ def _quiet_prefect() -> None:
     echo_run_lines()
 
 
-STAGE_LIBRARIES = ("torch", "transformers", "peft", "great_expectations")  # cheapest first
+STAGE_LIBRARIES = ("torch", "transformers", "peft", "great_expectations")  # torch first: the next two import it
 
 
 def run_flow(root: Path, module: str, name: str, **parameters):

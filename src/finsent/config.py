@@ -99,6 +99,9 @@ class ValidationParams:
     drift: DriftParams = field(default_factory=DriftParams)
 
 
+SPLITS = ("train", "val", "test")  # the split stage's parts (here, not in data.split: scoring needs no sklearn)
+
+
 @dataclass(frozen=True)
 class SplitParams:
     seed: int = 42

@@ -14,8 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from finsent.base_model import resolve_base
-from finsent.config import ModelParams
-from finsent.data.split import SPLITS
+from finsent.config import SPLITS, ModelParams
 
 TOKENIZER_DIR = "tokenizer"
 

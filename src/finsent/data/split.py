@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from finsent.config import SplitParams
+from finsent.config import SPLITS, SplitParams
 from finsent.data.gx_project import run_suite
 from finsent.errors import FinsentError
 
-SPLITS = ("train", "val", "test")
 _KEEP = ["id", "text", "label", "source"]
 
 

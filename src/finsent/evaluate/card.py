@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from finsent import layout
+from finsent.config import SPLITS
 from finsent.data.validate import escaped
 
 LENGTH_BUCKETS = 3  # text-length ranges (by word count, equal-sized) whose error rates the card compares
@@ -31,7 +32,7 @@ def _read(root: Path, path: str) -> dict:
 
 def _split_sizes(root: Path, labels: list[str]) -> list[str]:
     lines = [_row("split", "rows", *labels), _row("---", "---:", *["---:"] * len(labels))]
-    for name in ("train", "val", "test"):
+    for name in SPLITS:
         file = root / layout.SPLIT_DIR / f"{name}.parquet"
         if file.is_file():
             counts = pd.read_parquet(file, columns=["label"])["label"].value_counts()

@@ -36,6 +36,7 @@ def main() -> None:
     import torch
 
     from finsent.bundle import load_bundle
+    from finsent.features import TOKENIZER_DIR
     from finsent.onnx_model import OnnxScorer, TorchScorer, export_fp32, quantize_int8, sensitive_projections, this_cpu
     from finsent.runtime import quiet_libraries
 
@@ -60,10 +61,10 @@ def main() -> None:
         quantize_int8(fp32, int8_kept, sensitive_projections(fp32))
         scorers = {"torch adapter (fp32)": TorchScorer(model, tokenizer, length),
                    "torch merged (fp32)": TorchScorer(load_bundle(bundle)[0].merge_and_unload(), tokenizer, length),
-                   "onnx (fp32)": OnnxScorer(fp32, tokenizer, length),
-                   "onnx-int8": OnnxScorer(int8, tokenizer, length, row_by_row=True),
-                   "onnx-int8 sensitive fp32": OnnxScorer(int8_kept, tokenizer, length, row_by_row=True),
-                   "onnx-int8 batched": OnnxScorer(int8, tokenizer, length)}
+                   "onnx (fp32)": OnnxScorer(fp32, bundle / TOKENIZER_DIR, length),
+                   "onnx-int8": OnnxScorer(int8, bundle / TOKENIZER_DIR, length, row_by_row=True),
+                   "onnx-int8 sensitive fp32": OnnxScorer(int8_kept, bundle / TOKENIZER_DIR, length, row_by_row=True),
+                   "onnx-int8 batched": OnnxScorer(int8, bundle / TOKENIZER_DIR, length)}
         speeds, labels = {name: [] for name in scorers}, {}
         for _ in range(2):  # alternate, so drift in the machine's load hits every backend alike
             for name, scorer in scorers.items():

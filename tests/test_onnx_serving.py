@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from finsent.config import ModelParams, ServingParams
-from finsent.onnx_model import (BUNDLE_SUBDIR, CHOICE_FILE, FP32_FILE, INT8_FILE, ONNX_TOLERANCE, build, export_fp32,
-                                int8_cpu_note, load_scorer, quantize_int8, read_choice, sensitive_projections,
-                                this_cpu)
+from finsent.onnx_model import (BUNDLE_SUBDIR, CHOICE_FILE, FP32_FILE, INT8_FILE, ONNX_TOLERANCE, TokenizerFile, build,
+                                export_fp32, int8_cpu_note, load_scorer, quantize_int8, read_choice,
+                                sensitive_projections, this_cpu)
 from finsent.serving import SentimentModel
 from finsent.train.fit import fit
 
@@ -157,6 +157,50 @@ def test_the_stage_writes_the_test_predictions_its_backend_reproduces(bundle, te
     columns = [f"prob_{name}" for name in scorer.labels]
     assert np.abs(predictions[columns].to_numpy() - again).max() <= 1e-6
     assert predictions["predicted"].tolist() == [scorer.labels[i] for i in again.argmax(axis=1)]
+
+
+@pytest.mark.parametrize("base", ["tiny", "bundled"])
+@pytest.mark.parametrize("max_length", [128, 8])
+def test_the_tokenizer_file_gives_transformers_ids_and_padding(base, max_length, tiny_base, tmp_path):
+    """ONNX scoring tokenizes without transformers: the same ids, truncation and padding as the tokenizer the
+    model was trained and evaluated with (saved as the tokenize stage saves it)."""
+    from finsent.base_model import resolve_base
+    from finsent.features import load_tokenizer
+
+    load_tokenizer(tiny_base if base == "tiny" else resolve_base("bundled")).save_pretrained(str(tmp_path))
+    texts = [*TEXTS, "", "  ", "Société Générale's net profit\trose 12 %\nto EUR3.1mn", "利润增长 😀 ümlaut",
+             " ".join(["profit rose"] * 200), "PROFIT Rose"]
+    ours, theirs = TokenizerFile(tmp_path, max_length), load_tokenizer(tmp_path)
+    assert ours.ids(texts) == theirs(texts, truncation=True, max_length=max_length)["input_ids"]
+    input_ids, attention_mask = ours.padded(texts)
+    padded = theirs(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+    assert (input_ids == padded["input_ids"]).all() and (attention_mask == padded["attention_mask"]).all()
+
+
+def test_the_evaluations_torch_scores_stand_in_for_scoring_the_test_split_again(bundle, test_split, tmp_path):
+    """The pipeline hands the evaluate stage's predictions to the onnx stage: the same check, the same choice."""
+    from finsent.config import EvalParams
+    from finsent.errors import FinsentError
+    from finsent.evaluate.metrics import evaluate
+
+    evaluate(bundle, test_split, EvalParams(latency_repeats=1), tmp_path / "eval")
+    reference = tmp_path / "eval" / "test_predictions.parquet"
+    scored = _build(bundle, test_split, ServingParams(backend="onnx"), tmp_path / "scored")
+    given = build(bundle, test_split, ServingParams(backend="onnx"), tmp_path / "given", tmp_path / "given.parquet",
+                  reference=reference)
+    assert given.backend == scored.backend == "onnx" and given.macro_f1 == scored.macro_f1
+    assert abs(given.onnx_max_probability_diff - scored.onnx_max_probability_diff) <= 1e-6
+
+    shuffled = pd.read_parquet(reference).sample(frac=1.0, random_state=0)  # rows are matched by id
+    shuffled.to_parquet(tmp_path / "shuffled.parquet", index=False)
+    again = build(bundle, test_split, ServingParams(backend="onnx"), tmp_path / "again", tmp_path / "again.parquet",
+                  reference=tmp_path / "shuffled.parquet")
+    assert again.onnx_max_probability_diff == given.onnx_max_probability_diff
+
+    shuffled.iloc[1:].to_parquet(tmp_path / "short.parquet", index=False)
+    with pytest.raises(FinsentError, match="not the evaluation of this test split .its rows are not the test"):
+        build(bundle, test_split, ServingParams(), tmp_path / "short", tmp_path / "short-predictions.parquet",
+              reference=tmp_path / "short.parquet")
 
 
 @pytest.mark.parametrize("settings, message", [

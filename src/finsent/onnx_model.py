@@ -167,14 +167,50 @@ def sensitive_projections(fp32_file: Path) -> tuple[str, ...]:
                  and SENSITIVE_PROJECTIONS.search(node.name))
 
 
+TOKENIZER_FILE = "tokenizer.json"  # a fast tokenizer's whole definition, as transformers saves it
+
+
+class TokenizerFile:
+    """A bundle's ``tokenizer.json`` run by the tokenizers library alone. transformers' fast tokenizers run
+    this same file, so the ids are theirs (tests check it), without importing transformers and torch, which
+    take about 2 s of every cold start on ONNX (``finsent predict``, ``mlflow models serve``, the servability
+    check's process)."""
+
+    def __init__(self, folder: Path, max_length: int):
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        self.tokenizer.no_padding()  # the file keeps the padding and truncation last used: set ours
+        self.tokenizer.enable_truncation(max_length)
+        config = folder / "tokenizer_config.json"
+        pad_token = json.loads(config.read_text()).get("pad_token") if config.is_file() else None
+        pad_id = self.tokenizer.token_to_id(pad_token) if isinstance(pad_token, str) else None
+        self.pad_id = pad_id if pad_id is not None else 0  # padded positions are masked: any id gives the same scores
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+
+    def padded(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """-> (input_ids, attention_mask), padded on the right to the longest of ``texts``."""
+        ids = self.ids(texts)
+        longest = max((len(row) for row in ids), default=0)
+        input_ids = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(ids), longest), dtype=np.int64)
+        for i, row in enumerate(ids):
+            input_ids[i, :len(row)], attention_mask[i, :len(row)] = row, 1
+        return input_ids, attention_mask
+
+
 class OnnxScorer:
-    """Class probabilities from an ONNX file, batched as the torch path batches (sorted by length), or each row
+    """Class probabilities from an ONNX file (tokens from ``TokenizerFile``), batched as the torch path batches (sorted by length), or each row
     on its own (``row_by_row``). The INT8 model is always scored row by row: dynamic quantization scales a
     matrix product's input by the range of the whole input tensor, so in a batch a row's probabilities would
     depend on the rows beside it (measured on the sample champion: up to 0.6 apart, 8 of 332 test labels
     changed). Alone, a text gets the same label whatever else is in the file."""
 
-    def __init__(self, onnx_file: Path, tokenizer, max_length: int, threads: int = 0, row_by_row: bool = False):
+    def __init__(self, onnx_file: Path, tokenizer_dir: Path, max_length: int, threads: int = 0,
+                 row_by_row: bool = False):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -183,7 +219,7 @@ class OnnxScorer:
         # 2 cores: 1.5x the rows/s of one row at a time on two threads).
         options.intra_op_num_threads = 1 if row_by_row else threads
         self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-        self.tokenizer, self.max_length, self.row_by_row = tokenizer, max_length, row_by_row
+        self.tokenizer, self.row_by_row = TokenizerFile(tokenizer_dir, max_length), row_by_row
         self.workers = threads or _usable_cpus()
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -193,9 +229,7 @@ class OnnxScorer:
         probabilities = None
         for start in range(0, len(texts), batch_size):
             batch = order[start:start + batch_size]
-            encoded = self.tokenizer([texts[i] for i in batch], truncation=True, max_length=self.max_length,
-                                     padding=True, return_tensors="np")
-            logits = self._logits(encoded["input_ids"], encoded["attention_mask"])
+            logits = self._logits(*self.tokenizer.padded([texts[i] for i in batch]))
             if probabilities is None:
                 probabilities = np.zeros((len(texts), logits.shape[1]), dtype=np.float64)
             probabilities[batch] = _softmax(logits)
@@ -208,7 +242,7 @@ class OnnxScorer:
 
         if not texts:
             return np.zeros((0, 0))
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        ids = self.tokenizer.ids(texts)
         with ThreadPoolExecutor(self.workers) as pool:
             logits = list(pool.map(lambda row: self._logits(np.asarray([row]), np.ones((1, len(row)))), ids))
         return _softmax(np.vstack(logits))
@@ -256,18 +290,15 @@ class Scorer:
 def load_scorer(bundle_dir: Path, onnx_dir: Path | None = None) -> Scorer:
     """The model of an adapter bundle, served as its ONNX folder's choice says (default folder: ``onnx/``
     inside the bundle); on torch when there is no folder or it chose torch."""
-    from finsent.bundle import load_bundle
-    from finsent.features import load_tokenizer
+    from finsent.bundle import load_bundle, read_meta
+    from finsent.features import TOKENIZER_DIR
 
     bundle_dir = Path(bundle_dir)
     onnx_dir = Path(onnx_dir) if onnx_dir is not None else bundle_dir / BUNDLE_SUBDIR
     choice = read_choice(onnx_dir)
     if choice is not None and choice.backend in BACKEND_FILES:
-        from finsent.bundle import read_meta
-        from finsent.features import TOKENIZER_DIR
-
         meta = read_meta(bundle_dir)
-        engine = OnnxScorer(onnx_dir / BACKEND_FILES[choice.backend], load_tokenizer(bundle_dir / TOKENIZER_DIR),
+        engine = OnnxScorer(onnx_dir / BACKEND_FILES[choice.backend], bundle_dir / TOKENIZER_DIR,
                             meta["max_length"], row_by_row=choice.backend == "onnx-int8")
         note = int8_cpu_note(choice.checked_on, this_cpu()) if choice.backend == "onnx-int8" else None
         if note:
@@ -283,29 +314,36 @@ def _macro_f1(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(f1_score(labels, probabilities.argmax(axis=1), average="macro"))
 
 
-def build(bundle_dir: Path, test_file: Path, settings, out_dir: Path, predictions_out: Path) -> BackendChoice:
+def build(bundle_dir: Path, test_file: Path, settings, out_dir: Path, predictions_out: Path,
+          reference: Path | None = None) -> BackendChoice:
     """The onnx stage: export (and quantize) the bundle's model into ``out_dir``, check it against the torch
-    model on the test split, and record the backend to serve with (``settings``: ``params.serving``). Only the
-    chosen backend's file is kept; its test predictions go to ``predictions_out`` (what the registered model
-    must reproduce when it is loaded: the servability check)."""
+    model on the test split, and record the backend to serve with (``settings``: ``params.serving``). The torch
+    model's test probabilities are read from ``reference`` (the evaluate stage's predictions of the same bundle)
+    or, without it, scored here. Only the chosen backend's file is kept; its test predictions go to
+    ``predictions_out`` (what the registered model must reproduce when it is loaded: the servability check)."""
     import pandas as pd
 
-    from finsent.bundle import load_bundle
+    from finsent.bundle import load_bundle, read_meta
 
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    model, tokenizer, meta = load_bundle(bundle_dir)
+    meta = read_meta(bundle_dir)
+    labels = meta["labels"]
     test = pd.read_parquet(test_file)
-    reference = TorchScorer(model, tokenizer, meta["max_length"])
-    scores = {"torch": reference.predict_proba(test["text"].astype(str).tolist())}
-    choice = _choose(Path(bundle_dir), test, meta, tokenizer, scores, settings, out_dir)
+    if reference is not None:
+        scores = {"torch": _evaluated_probabilities(Path(reference), test, labels)}
+    else:
+        model, tokenizer, _ = load_bundle(bundle_dir)
+        scores = {"torch": TorchScorer(model, tokenizer, meta["max_length"]).predict_proba(
+            test["text"].astype(str).tolist())}
+    choice = _choose(Path(bundle_dir), test, meta, scores, settings, out_dir)
     for file in (FP32_FILE, INT8_FILE):
         if file != BACKEND_FILES.get(choice.backend):
             (out_dir / file).unlink(missing_ok=True)
     (out_dir / CHOICE_FILE).write_text(json.dumps(choice.to_dict(), indent=2, sort_keys=True))
-    chosen, labels = scores[choice.backend], meta["labels"]
+    chosen = scores[choice.backend]
     predictions = test[["id", "label"]].assign(predicted=[labels[i] for i in chosen.argmax(axis=1)])
     for i, name in enumerate(labels):
         predictions[f"prob_{name}"] = chosen[:, i]
@@ -314,12 +352,34 @@ def build(bundle_dir: Path, test_file: Path, settings, out_dir: Path, prediction
     return choice
 
 
-def _choose(bundle_dir: Path, test, meta: dict, tokenizer, scores: dict, settings, out_dir: Path) -> BackendChoice:
-    """-> the backend to serve with; adds each scored backend's test probabilities to ``scores``."""
+def _evaluated_probabilities(reference: Path, test, labels: list[str]) -> np.ndarray:
+    """The torch model's probabilities as the evaluate stage wrote them (one ``prob_<label>`` column per label),
+    in the test split's row order: scoring the test split again on torch would give the same numbers."""
+    import pandas as pd
+
     from finsent.errors import FinsentError
 
+    evaluated = pd.read_parquet(reference)
+    columns = [f"prob_{name}" for name in labels]
+    missing = [c for c in ["id", *columns] if c not in evaluated.columns]
+    if missing or not evaluated["id"].is_unique or set(evaluated["id"]) != set(test["id"]):
+        why = f"no column {', '.join(missing)}" if missing else "its rows are not the test split's rows"
+        raise FinsentError(f"--reference {reference}: not the evaluation of this test split ({why}); run the "
+                           f"evaluate stage on the same model and test split first, or leave out --reference")
+    return evaluated.set_index("id").loc[test["id"], columns].to_numpy(dtype=np.float64)
+
+
+def _choose(bundle_dir: Path, test, meta: dict, scores: dict, settings, out_dir: Path) -> BackendChoice:
+    """-> the backend to serve with; adds each scored backend's test probabilities to ``scores``."""
+    from finsent.errors import FinsentError
+    from finsent.features import TOKENIZER_DIR
+
+    tokenizer = bundle_dir / TOKENIZER_DIR
     if settings.backend == "torch":
         return BackendChoice("torch", "serving.backend is torch")
+    if not (tokenizer / TOKENIZER_FILE).is_file():
+        return BackendChoice("torch", f"no ONNX scoring: the bundle's tokenizer has no {TOKENIZER_FILE} "
+                                      f"(a fast tokenizer's file)")
     try:
         export_fp32(bundle_dir, out_dir / FP32_FILE)
     except FinsentError as exc:  # e.g. prompt tuning: no weights to fold into the base

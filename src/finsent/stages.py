@@ -129,7 +129,8 @@ def _evaluate(call: Call) -> dict:
 def _onnx(call: Call) -> dict:
     from finsent.onnx_model import build
 
-    choice = build(call["input"], call["test"], call.params.serving, call["out"], call["predictions"])
+    choice = build(call["input"], call["test"], call.params.serving, call["out"], call["predictions"],
+                   reference=call["reference"])
     return {"backend": choice.backend, "reason": choice.reason}
 
 
@@ -163,7 +164,8 @@ STAGES: tuple[Stage, ...] = (
           outputs={"out": "reports/eval", "labels": "reports/test_labels.csv"},
           metrics={"metrics": "reports/test_metrics.json"}, params=("eval",), libraries=MODEL_LIBRARIES,
           required=("input", "test")),
-    Stage("onnx", _onnx, inputs={"input": "models/adapter", "test": "data/processed/split/test.parquet"},
+    Stage("onnx", _onnx, inputs={"input": "models/adapter", "test": "data/processed/split/test.parquet",
+                                 "reference": "reports/eval/test_predictions.parquet"},  # the evaluation's torch scores
           outputs={"out": "models/onnx", "predictions": "reports/serving_predictions.parquet"}, params=("serving",),
           libraries=(*MODEL_LIBRARIES, "onnx", "onnxruntime"), required=("input", "test", "predictions"),
           done="chose the serving backend"),

@@ -125,6 +125,12 @@ def test_backend_torch_and_unexportable_methods_are_served_on_torch(bundle, test
     assert choice.backend == "torch" and "cannot be merged" in choice.reason
     assert json.loads((tmp_path / "prompt-onnx" / CHOICE_FILE).read_text())["backend"] == "torch"
 
+    no_file = tmp_path / "no-tokenizer-file"  # ONNX scoring runs the fast tokenizer's file, nothing else
+    shutil.copytree(bundle, no_file)
+    (no_file / "tokenizer" / "tokenizer.json").unlink()
+    choice = _build(no_file, test_split, ServingParams(), tmp_path / "no-file-onnx")
+    assert choice.backend == "torch" and "has no tokenizer.json" in choice.reason
+
 
 def test_a_stored_model_serves_on_its_onnx_folder_and_without_one_on_torch(bundle, test_split, tmp_path):
     plain = tmp_path / "plain"

@@ -188,6 +188,37 @@ def test_lora_on_upper_layers_only_leaves_the_lower_layers_untouched(tiny_base):
             build_trainable(tiny_base, LABELS, PeftParams(method="lora", lora=LoraParams(layers=layers)), total_steps=1)
 
 
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_lora_dropout_draws_the_cheap_mask_with_torchs_p_and_scale(tiny_base, method):
+    """Every LoRA dropout of a trainable model is a WordDropout with the configured p: it drops that share of
+    the elements, scales the kept ones by 1 / (1 - p) (so the mean is kept), repeats under the same seed, and
+    lets the gradient through exactly where it kept an element."""
+    import torch
+
+    from finsent.train.dropout import WordDropout
+    from finsent.train.methods import build_trainable
+
+    model = build_trainable(tiny_base, LABELS, PeftParams(method=method), total_steps=10)
+    dropouts = [layer for module in model.modules() if isinstance(getattr(module, "lora_dropout", None),
+                                                                    torch.nn.ModuleDict)
+                for layer in module.lora_dropout.values()]
+    assert dropouts and all(isinstance(layer, WordDropout) and layer.p == 0.1 for layer in dropouts)
+
+    drop = WordDropout(0.1).train()
+    x = torch.ones(400, 1001, requires_grad=True)  # an element count not a multiple of four
+    torch.manual_seed(3)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.1) < 0.003 and abs(y.mean().item() - 1.0) < 0.004
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9))
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), y)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(sum)/dx: the same mask and scale
+    assert drop.eval()(x) is x and WordDropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        WordDropout(1.0)
+
+
 def test_target_modules_the_base_lacks_name_the_layers_it_has(tiny_base):
     from finsent.train.methods import build_trainable
 

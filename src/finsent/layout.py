@@ -1,6 +1,7 @@
 """Where the flow finds what the stages write (read from the stage table, src/finsent/stages.py), and the
 reports the flow writes itself after the stages."""
 
+from finsent.evaluate import files as evaluation_files
 from finsent.stages import path
 
 VALIDATION_REPORT = path("validate", "report")
@@ -14,9 +15,9 @@ ONNX_DIR = path("onnx", "out")  # the ONNX model the version is served with, and
 SERVED_PREDICTIONS = path("onnx", "predictions")  # the test predictions of that backend
 TRAIN_REPORT = path("train", "report")
 EVAL_DIR = path("evaluate", "out")
-METRICS = f"{EVAL_DIR}/metrics.json"
+METRICS = f"{EVAL_DIR}/{evaluation_files.METRICS}"
 TEST_PREDICTIONS = path("onnx", "reference")  # the evaluation's test predictions (torch), inside EVAL_DIR
-SLICE_METRICS = f"{EVAL_DIR}/slices.json"  # per data source / text length
+SLICE_METRICS = f"{EVAL_DIR}/{evaluation_files.SLICES}"  # per data source / text length
 INGESTED = path("ingest", "out")
 INGEST_REPORT = path("ingest", "report")
 DATA_DOCS = path("validate", "docs")

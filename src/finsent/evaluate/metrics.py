@@ -19,6 +19,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from finsent.base_model import verified_base_path
 from finsent.bundle import load_bundle, predict_proba
 from finsent.config import EvalParams
+from finsent.evaluate import files
 from finsent.evaluate.calibration import brier_score, expected_calibration_error, plot_reliability, reliability_bins
 from finsent.evaluate.slices import slice_figures
 from finsent.evaluate.statistics import bootstrap_macro_f1_ci
@@ -123,14 +124,14 @@ def evaluate(bundle_dir: Path, test_split: Path, settings: EvalParams, out_dir: 
     metrics.update(latency_metrics(batch_seconds, len(test)))
     metrics.update(latency_ratio_to_base(model, tokenizer, meta, test["text"].tolist()[:settings.latency_rows],
                                          settings.latency_repeats))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / files.METRICS).write_text(json.dumps(metrics, indent=2))
     (out_dir / "confusion_matrix.json").write_text(json.dumps({"labels": labels, "matrix": matrix.tolist()}))
     plot_confusion(matrix, labels, out_dir / "confusion_matrix.png")
     predictions = test[["id", "label"]].assign(predicted=predicted)
     for i, name in enumerate(labels):
         predictions[f"prob_{name}"] = probabilities[:, i]
-    predictions.to_parquet(out_dir / "test_predictions.parquet", index=False)
-    (out_dir / "slices.json").write_text(json.dumps(
+    predictions.to_parquet(out_dir / files.TEST_PREDICTIONS, index=False)
+    (out_dir / files.SLICES).write_text(json.dumps(
         slice_figures(test, {"candidate": pd.Series(predicted, index=test.index)}, settings.slice_by), indent=2))
     if headline_out is not None:
         headline_out.parent.mkdir(parents=True, exist_ok=True)

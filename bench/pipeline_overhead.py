@@ -6,11 +6,13 @@ Usage: .venv/bin/python bench/pipeline_overhead.py [--epochs 3] [--rows-per-labe
       (all 1,660 rows, or the first N rows of each label with --rows-per-label), default params.yaml except
       train.epochs; `finsent run` with embedded defaults (fresh .finsent/) is timed, then an unchanged second
       `finsent run`, whose output must say nothing was trained;
-  (a) a bare script (bare() below, run as its own process so start-up and imports count on both sides; it does
-      not import finsent) on the very split rows the flow wrote (data/processed/split/*.parquet): the bundled
-      MiniLM, same tokenizer / max_length, same LoRA config (target modules, layers, r, alpha, dropout,
-      head in modules_to_save), same seed, AdamW, linear warmup schedule, batch size, length-grouped batch order, label
-      smoothing, epochs, per-epoch validation and best-epoch selection as src/finsent/train/fit.py, then accuracy + macro-F1 on the test split; saves the adapter.
+  (a) a bare script (bare() below, run as its own process so start-up and imports count on both sides; of
+      finsent it imports only the LoRA dropout, src/finsent/train/dropout.py, which needs torch alone) on the
+      very split rows the flow wrote (data/processed/split/*.parquet): the bundled MiniLM, same tokenizer /
+      max_length, same LoRA config (target modules, layers, r, alpha, dropout, head in modules_to_save), same seed,
+      AdamW, linear warmup schedule, batch size, length-grouped batch order, label smoothing, epochs, per-epoch
+      validation and best-epoch selection as src/finsent/train/fit.py, then accuracy + macro-F1 on the test split;
+      saves the adapter.
 An untimed warm-up process imports the libraries of both sides first, so neither pays a cold disk cache.
 Prints both wall times, their ratio (goal <= 1.15), the re-run's wall time (goal <= 8 s), both quality figures
 (they should agree: same data, init and batches), the bare script's phases and where the flow's time went
@@ -41,7 +43,7 @@ WARM_UP = ("import torch, transformers, peft, sklearn, pandas, pyarrow, mlflow, 
            "[p.read_bytes() for p in g.get_model_path().glob('*.safetensors')]")
 
 
-# ---------------------------------------------------------------- (a) the bare script (no finsent import)
+# ---------------------------------------------------------------- (a) the bare script (finsent's dropout only)
 
 def bare(config: dict) -> dict:
     """Train + evaluate LoRA on the split parquet files with transformers + peft directly, like fit.py."""
@@ -83,6 +85,8 @@ def bare(config: dict) -> dict:
         task_type=TaskType.SEQ_CLS, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
         target_modules=sorted(lora["target_modules"]), modules_to_save=["classifier"],
         layers_to_transform=sorted({layer % depth for layer in lora["layers"]}) if lora.get("layers") else None))
+    from finsent.train.dropout import use_word_dropout  # torch only: finsent's LoRA dropout masks, so both sides
+    use_word_dropout(model)                             # train the same computation and the ratio is the flow's cost
 
     def batches(name: str, size: int, order):
         ids, targets = data[name]

@@ -50,6 +50,8 @@ def test_missing_params_file_says_where(tmp_path):
     ("train:\n  lr_schedule: step\n", "train.lr_schedule must be linear, cosine or constant"),
     ("model:\n  pooling: max\n", "model.pooling must be one of cls, mean, got 'max'"),
     ("train:\n  label_smoothing: 1.5\n", r"train.label_smoothing must be in \[0, 1\), got 1.5"),
+    ("peft:\n  lora:\n    dropout: 1.0\n", r"peft.lora.dropout must be in \[0, 1\) \(the share of adapter inputs"),
+    ("peft:\n  adalora:\n    dropout: -0.1\n", r"peft.adalora.dropout must be in \[0, 1\) .*got -0.1"),
 ])
 def test_peft_and_train_mistakes_are_named(tmp_path, text, message):
     file = tmp_path / "params.yaml"

@@ -135,6 +135,15 @@ class LoraParams:
     layers: list[int] | None = None
     learning_rate: float | None = None  # null: train.learning_rate
 
+    def __post_init__(self):
+        _check_dropout("peft.lora.dropout", self.dropout)
+
+
+def _check_dropout(key: str, p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise FinsentError(f"params: {key} must be in [0, 1) (the share of adapter inputs dropped while training), "
+                           f"got {p}")
+
 
 @dataclass(frozen=True)
 class AdaLoraParams:
@@ -148,6 +157,9 @@ class AdaLoraParams:
     tfinal_ratio: float = 0.2  # share of final steps with the budget fixed
     delta_t: int = 10  # steps between budget allocations
     learning_rate: float | None = None
+
+    def __post_init__(self):
+        _check_dropout("peft.adalora.dropout", self.dropout)
 
 
 @dataclass(frozen=True)

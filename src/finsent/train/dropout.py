@@ -23,7 +23,7 @@ class WordDropout(torch.nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
-        self.dropped_levels = round(p * _LEVELS)  # an element is dropped when its draw is among the lowest ones
+        self.dropped_levels = min(round(p * _LEVELS), _LEVELS - 1)  # dropped: a draw among the lowest ones
         self.scale = _LEVELS / (_LEVELS - self.dropped_levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""LoRA's dropout with a mask that costs a tenth: torch's Bernoulli keep mask, drawn 16 bits per element.
+"""LoRA's dropout with a mask a sixth as costly to draw: torch's Bernoulli keep mask, 16 random bits per element.
 
 On CPU torch draws a dropout mask one element at a time, on one thread (``bernoulli_``). A LoRA adapter on every
 linear layer draws one mask per adapted layer, on inputs up to four times the hidden size, so with the default

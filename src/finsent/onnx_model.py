@@ -206,7 +206,7 @@ class OnnxScorer:
     """Class probabilities from an ONNX file (tokens from ``TokenizerFile``), batched as the torch path batches
     (sorted by length), or each row on its own (``row_by_row``). The INT8 model is always scored row by row:
     dynamic quantization scales a matrix product's input by the range of the whole input tensor, so in a batch
-    a row's probabilities would depend on the rows beside it (measured on the sample champion: up to 0.6 apart,
+    a row's probabilities would depend on the rows beside it (measured on a sample champion: up to 0.6 apart,
     8 of 332 test labels changed). Alone, a text gets the same label whatever else is in the file."""
 
     def __init__(self, onnx_file: Path, tokenizer_dir: Path, max_length: int, threads: int = 0,

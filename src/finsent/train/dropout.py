@@ -41,16 +41,12 @@ class WordDropout(torch.nn.Module):
         return f"p={self.p}"
 
 
-def use_word_dropout(model) -> int:
+def use_word_dropout(model) -> None:
     """Swap every LoRA dropout (``lora_dropout`` of PEFT's LoRA and AdaLoRA layers) for ``WordDropout`` with the
-    same p; -> how many were swapped. The adapter's weights and what PEFT saves are unchanged: dropout has none."""
-    swapped = 0
+    same p. The adapter's weights and what PEFT saves are unchanged: dropout has none."""
     for module in model.modules():
         dropouts = getattr(module, "lora_dropout", None)
-        if not isinstance(dropouts, torch.nn.ModuleDict):
-            continue
-        for name, layer in dropouts.items():
-            if type(layer) is torch.nn.Dropout:
-                dropouts[name] = WordDropout(layer.p)
-                swapped += 1
-    return swapped
+        if isinstance(dropouts, torch.nn.ModuleDict):
+            for name, layer in dropouts.items():
+                if type(layer) is torch.nn.Dropout:
+                    dropouts[name] = WordDropout(layer.p)

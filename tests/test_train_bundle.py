@@ -412,9 +412,12 @@ def test_mean_pooled_merged_export_reloads_with_its_pooling(tmp_path, tiny_base,
     assert "load_exported" in capsys.readouterr().out
     bundle, tokenizer, _ = load_bundle(tmp_path / "adapter")
     merged, _ = load_exported(tmp_path / "merged")
+    folded, _, _ = load_bundle(tmp_path / "adapter", merged=True)  # what the scorers serve
+    assert not any("lora" in name for name, _ in folded.named_parameters())
     batch = tokenizer(["profit rose to a record", "shares fell after a loss"], return_tensors="pt", padding=True)
     with torch.inference_mode():
         assert torch.allclose(bundle(**batch).logits, merged(**batch).logits, atol=1e-5)
+        assert torch.allclose(bundle(**batch).logits, folded(**batch).logits, atol=1e-5)
 
 
 def test_length_grouped_batches_keep_every_row_and_pad_less():

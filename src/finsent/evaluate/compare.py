@@ -24,7 +24,7 @@ def compare(candidate_predictions: Path, test_split: Path, champion_bundle: Path
 
         candidate = pd.read_parquet(candidate_predictions)
         test = pd.read_parquet(test_split).set_index("id").loc[candidate["id"]].reset_index()
-        model, tokenizer, meta = load_bundle(champion_bundle)
+        model, tokenizer, meta = load_bundle(champion_bundle, merged=True)
         labels = meta["labels"]
         probabilities = predict_proba(model, tokenizer, test["text"].tolist(), meta["max_length"], progress=True)
         index = {name: i for i, name in enumerate(labels)}

@@ -71,9 +71,10 @@ def latency_metrics(batch_seconds: list[float], rows: int) -> dict:
 
 
 def latency_ratio_to_base(model, tokenizer, meta: dict, texts: list[str], repeats: int) -> dict:
-    """The candidate's forward time over its base model's without the adapter, on the same batch, timed in
-    turn in this process after a warm-up; the median of the per-pair ratios. Load on the machine slows both
-    alike, so the ratio, unlike a wall time, does not depend on what else the machine runs."""
+    """The candidate's forward time as it is served (a mergeable adapter folded into the base) over its base
+    model's without the adapter, on the same batch, timed in turn in this process after a warm-up; the median
+    of the per-pair ratios. Load on the machine slows both alike, so the ratio, unlike a wall time, does not
+    depend on what else the machine runs."""
     import time
 
     import torch
@@ -106,7 +107,7 @@ def evaluate(bundle_dir: Path, test_split: Path, settings: EvalParams, out_dir: 
              seed: int = 0, headline_out: Path | None = None, labels_out: Path | None = None) -> dict:
     """Score the test split: everything into ``out_dir``; the headline figures (DVC metrics) and the
     actual/predicted label of every test row (DVC's confusion-matrix plot) to their own files when asked."""
-    model, tokenizer, meta = load_bundle(bundle_dir)
+    model, tokenizer, meta = load_bundle(bundle_dir, merged=True)  # as every scorer serves it
     labels = meta["labels"]
     test = pd.read_parquet(test_split)
     batch_seconds: list[float] = []

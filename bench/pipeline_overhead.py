@@ -5,7 +5,8 @@ Usage: .venv/bin/python bench/pipeline_overhead.py [--epochs 3] [--rows-per-labe
   (b) a scratch git copy of the project (tests/projects.py) whose only source is data/sample/financial_news.csv
       (all 1,660 rows, or the first N rows of each label with --rows-per-label), default params.yaml except
       train.epochs; `finsent run` with embedded defaults (fresh .finsent/) is timed, then an unchanged second
-      `finsent run`, whose output must say nothing was trained;
+      `finsent run`, whose output must say nothing was trained (it says whether the new project's Prefect
+      database was copied from the machine's migrated one, as on any machine that ran finsent before, or built);
   (a) a bare script (bare() below, run as its own process so start-up and imports count on both sides; of
       finsent it imports only the LoRA dropout, src/finsent/train/dropout.py, which needs torch alone) on the
       very split rows the flow wrote (data/processed/split/*.parquet): the bundled MiniLM, same tokenizer /
@@ -231,6 +232,11 @@ def main() -> None:
           f"{os.cpu_count()} CPU cores", flush=True)
 
     subprocess.run([sys.executable, "-c", WARM_UP], env=clean_env(), check=True)  # untimed: warm disk cache
+    from finsent.local_api import database_template
+
+    template = database_template()
+    prefect_db = (f"a copy of this machine's migrated one ({template})" if template.is_file() else
+                  "built by Prefect's migrations (the machine's first new project; later ones copy it)")
 
     started_at, flow_wall, flow_out = timed([FINSENT, "run"], project, "finsent run")
     rerun_at, rerun_wall, rerun_out = timed([FINSENT, "run"], project, "unchanged finsent run")
@@ -259,6 +265,7 @@ def main() -> None:
     print(f"unchanged re-run: {rerun_wall:.1f} s  (goal <= {RERUN_GOAL_S:.0f} s: "
           f"{'met' if rerun_wall <= RERUN_GOAL_S else 'NOT met'}); "
           f"{'nothing trained' if nothing_trained else 'WARNING: output does not say nothing was trained'}")
+    print(f"the new project's Prefect database: {prefect_db}")
     if "gates FAILED" in flow_out:
         print("note: the flow's gate failed (version registered without alias); timings are still complete")
     print("bare script phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["phases"].items()))

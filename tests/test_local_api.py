@@ -79,3 +79,38 @@ def test_the_local_api_stops_when_the_run_exits(tmp_path):
     children = _run(PID_AT_EXIT, PREFECT_HOME=str(tmp_path / "prefect"))["children"]
     assert len(children) == 1
     assert not psutil.pid_exists(children[0]) or psutil.Process(children[0]).status() == psutil.STATUS_ZOMBIE
+
+
+BUILT_OR_COPIED = """
+import json
+from finsent.local_api import LocalApi, database_template
+from prefect.client.orchestration import get_client
+
+api = LocalApi()
+api.name_in_environment()
+api.wait()
+with get_client(sync_client=True) as client:  # the database works: write a flow, read it back
+    client.create_flow_from_name("template-check")
+    flows = [flow.name for flow in client.read_flows()]
+print(json.dumps({"built_here": api.new_database is not None, "template": database_template().is_file(),
+                  "flows": flows}))
+"""
+
+
+def test_a_new_project_starts_from_the_machines_migrated_database(tmp_path):
+    """The first new database is kept in the cache; the next new project gets a copy instead of migrating."""
+    cache = str(tmp_path / "cache")
+    first = _run(BUILT_OR_COPIED, PREFECT_HOME=str(tmp_path / "a"), XDG_CACHE_HOME=cache)
+    second = _run(BUILT_OR_COPIED, PREFECT_HOME=str(tmp_path / "b"), XDG_CACHE_HOME=cache)
+    assert first == {"built_here": True, "template": True, "flows": ["template-check"]}
+    assert second == {"built_here": False, "template": True, "flows": ["template-check"]}  # a's flow is not in it
+    templates = list((tmp_path / "cache" / "finsent").iterdir())
+    assert len(templates) == 1 and templates[0].name.startswith("prefect-")
+
+
+def test_a_configured_database_is_left_alone(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'own.db'}"
+    result = _run(BUILT_OR_COPIED, PREFECT_HOME=str(tmp_path / "a"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+                  PREFECT_SERVER_DATABASE_CONNECTION_URL=url)
+    assert result == {"built_here": False, "template": False, "flows": ["template-check"]}
+    assert (tmp_path / "own.db").is_file() and not (tmp_path / "a" / "prefect.db").exists()

@@ -7,6 +7,12 @@ Prefect's ``SubprocessASGIServer`` would do the same, but it lives in the server
 the server comes up while the run imports Prefect, the flow and MLflow. The run then names it in
 PREFECT_API_URL, so Prefect's client uses it and starts none of its own; ``LOCAL_API_ENV`` holds the same URL,
 so finsent can tell it from a server the user configured (``server_configured``).
+
+A new project's server first builds its SQLite database by running every one of Prefect's migrations: about
+6 s on 2 cores, the slowest part of a first run's start. So the first such database built on a machine is
+copied (SQLite's backup, once the server answers) into the user's cache, one file per Prefect version, and a
+later new project starts from a copy of it; Prefect's own migrations still run on it at start and find nothing
+to do. Only for Prefect's default database file (no ``PREFECT_*DATABASE*`` setting).
 """
 
 from __future__ import annotations
@@ -15,12 +21,16 @@ import atexit
 import contextlib
 import os
 import random
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from importlib.metadata import version
+from pathlib import Path
 from typing import Callable, Iterable
 
 from finsent.errors import FinsentError
@@ -51,14 +61,66 @@ def _free_port() -> int:
                        f"PREFECT_API_URL to a running Prefect server")
 
 
+def _default_database() -> Path | None:
+    """The SQLite file the server will use when the user configured no database: Prefect's default."""
+    if any(name.startswith("PREFECT_") and "DATABASE" in name for name in os.environ):
+        return None
+    home = os.environ.get("PREFECT_HOME")
+    return Path(home) / "prefect.db" if home else None
+
+
+def database_template() -> Path:
+    """Where this machine keeps an empty, migrated database of the installed Prefect version."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "finsent" / f"prefect-{version('prefect')}.db"
+
+
+def _is_migrated(database: Path) -> bool:
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro",
+                                                                                uri=True)) as connection:
+        return connection.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+    return False
+
+
 class LocalApi:
     """The server's process; stopped when this process exits."""
 
     def __init__(self):
         self.process: subprocess.Popen | None = None
         self.api_url = ""
+        self.new_database = self._seed_database()
         self._launch()
         atexit.register(self.stop)
+
+    @staticmethod
+    def _seed_database() -> Path | None:
+        """Copy the machine's template into a project that has no database yet; -> the database file when the
+        server will build it from scratch (no template yet), so ``wait`` can keep it as the template."""
+        database = _default_database()
+        if database is None or database.exists():
+            return None
+        template = database_template()
+        if template.is_file() and _is_migrated(template):
+            with contextlib.suppress(OSError):
+                database.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(template, database)
+                return None
+        return database
+
+    def _keep_as_template(self) -> None:
+        """A consistent copy of the database the server just built (migrated, nothing run yet); a failed copy
+        only means the next new project migrates again."""
+        template = database_template()
+        partial = template.with_name(f"{template.name}.{os.getpid()}.partial")
+        try:
+            template.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(self.new_database)) as source, \
+                    contextlib.closing(sqlite3.connect(partial)) as copy:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode = DELETE")  # one file (Prefect's server sets WAL on its copies)
+            os.replace(partial, template)  # whole or not at all, whoever else writes it
+        except (OSError, sqlite3.Error):
+            partial.unlink(missing_ok=True)
 
     def _launch(self) -> None:
         import importlib.util
@@ -97,6 +159,8 @@ class LocalApi:
             with contextlib.suppress(urllib.error.URLError, OSError):
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
                     if response.status == 200:
+                        if self.new_database is not None and _is_migrated(self.new_database):
+                            self._keep_as_template()
                         return
             call = next(pending, None)
             if call is None:

@@ -262,9 +262,11 @@ def cmd_serve(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    from finsent.runtime import collector_paused
     from finsent.serving import predict_texts
 
-    frame = predict_texts(args.text, args.model)
+    with collector_paused():  # a short command: its imports and model are most of what it makes
+        frame = predict_texts(args.text, args.model)
     for row in frame.to_dict("records"):
         probabilities = "  ".join(f"{k[5:]} {v:.3f}" for k, v in row.items() if k.startswith("prob_"))
         print(f"{row['label']:<9} {probabilities}   {row['text']}")

@@ -15,7 +15,7 @@ from finsent.errors import FinsentError
 from finsent.data.drift import summary_line
 from finsent.evaluate.gates import describe
 from finsent.local_api import start_local_prefect_api
-from finsent.runtime import echo_run_lines, tracking_uri
+from finsent.runtime import collector_paused, echo_run_lines, tracking_uri
 
 
 class _DropLockedDatabaseNoise(logging.Filter):
@@ -61,16 +61,17 @@ def run_flow(root: Path, module: str, name: str, **parameters):
     A failed run raises FinsentError: the task's own one-line error when it raised one."""
     import importlib
 
-    local_api_up = start_local_prefect_api()  # comes up while the flow's libraries are imported
-    sys.path.insert(0, str(root))
-    flow = getattr(importlib.import_module(f"pipelines.{module}"), name)  # imports prefect: its log handlers
-    _quiet_prefect()
-    from finsent.tracking import open_stores
+    with collector_paused():  # what these imports make lives until exit
+        local_api_up = start_local_prefect_api()  # comes up while the flow's libraries are imported
+        sys.path.insert(0, str(root))
+        flow = getattr(importlib.import_module(f"pipelines.{module}"), name)  # imports prefect: its log handlers
+        _quiet_prefect()
+        from finsent.tracking import open_stores
 
-    open_stores()  # both flows track to MLflow: its stores open while the local API comes up
-    # A new project's local API first creates its database (seconds): time to import what the stages and
-    # the scoring import anyway, one library at a time, stopping once the API answers
-    local_api_up(meanwhile=[functools.partial(importlib.import_module, name) for name in STAGE_LIBRARIES])
+        open_stores()  # both flows track to MLflow: its stores open while the local API comes up
+        # A new project's local API first creates its database (seconds): time to import what the stages and
+        # the scoring import anyway, one library at a time, stopping once the API answers
+        local_api_up(meanwhile=[functools.partial(importlib.import_module, name) for name in STAGE_LIBRARIES])
     state = flow(**parameters, return_state=True)
     if state.is_failed():
         error = state.result(raise_on_failure=False)

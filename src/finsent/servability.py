@@ -61,15 +61,17 @@ def check(model_uri: str, test_split: Path, evaluated_predictions: Path, toleran
 def main(argv: list[str]) -> int:
     """The fresh process: load as a consumer does, score, write id + label + probabilities."""
     from finsent.errors import FinsentError
-    from finsent.runtime import quiet_libraries
+    from finsent.runtime import collector_paused, quiet_libraries
 
     quiet_libraries()
     model_uri, test_split, out = argv
     try:
-        from finsent.serving import load_model
+        with collector_paused():  # imports and the model: they live until exit
+            from finsent.serving import load_model
 
+            model = load_model(model_uri)
         test = pd.read_parquet(test_split)
-        scored = load_model(model_uri).predict(test[["text"]])
+        scored = model.predict(test[["text"]])
     except FinsentError as exc:
         print(exc, file=sys.stderr)
         return 1

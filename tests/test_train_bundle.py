@@ -326,6 +326,7 @@ def test_train_stage_runs_data_parallel_under_torchrun(tmp_path, tiny_base, toke
     import subprocess
     import sys
 
+    import psutil
     import yaml
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
@@ -338,15 +339,20 @@ def test_train_stage_runs_data_parallel_under_torchrun(tmp_path, tiny_base, toke
                              "--report", "train.json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
+    launcher = psutil.Process(done.pid)
     try:
         stdout, stderr = done.communicate(timeout=300)
-    except subprocess.TimeoutExpired:  # every process of the group prints where it waits (faulthandler), then goes
-        os.killpg(done.pid, signal.SIGABRT)
-        stdout, stderr = done.communicate(timeout=60)
-        pytest.fail(f"data-parallel training still running after 300 s; stacks:\n{stderr[-6000:]}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(done.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:  # torchrun starts each rank in its own session: signal the whole tree
+        tree = [launcher, *launcher.children(recursive=True)]
+        for process in tree:  # each prints where it waits (faulthandler), then goes
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signal.SIGABRT)
+        psutil.wait_procs(tree, timeout=30)
+        for process in tree:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        stdout, stderr = done.communicate(timeout=30)
+        pytest.fail(f"data-parallel training still running after 300 s; stacks:\n{stderr[-12000:]}")
     assert done.returncode == 0, stderr[-3000:]
     assert "data-parallel on 2 processes" in stdout
     summary = json.loads((tmp_path / "train.json").read_text())

@@ -37,12 +37,22 @@ def sum_across(value: float, device: str) -> float:
     return float(tensor[0])
 
 
-def teardown() -> None:
+def teardown(timeout_s: float = 120.0) -> None:
+    """Leave the process group together: every rank waits for the others before destroying it (a rank that
+    destroys it and exits while a peer still talks to it can leave that peer waiting; PyTorch's shutdown
+    guidance). On CPU (gloo) the wait is bounded and a rank that never arrives is named in the error."""
     if world()[2] > 1:
+        import datetime
+
         import torch.distributed as dist
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        if not dist.is_initialized():
+            return
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s))
+        else:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def processes_wanted(setting: int | str) -> int:

@@ -449,3 +449,22 @@ def test_label_smoothing_and_length_grouping_train(tiny_base, tokenized):
     assert np.isfinite(smoothed["history"][0]["train_loss"])
     assert smoothed["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
     assert smoothed["optimizer_steps"] == plain["optimizer_steps"]  # the same rows in the same number of batches
+
+
+def test_every_trainer_method_finsent_overrides_is_one_the_trainer_still_calls():
+    """finsent's Trainer replaces some of transformers' Trainer methods (private ones too: the checkpoint weights,
+    the per-step gradient norm nobody logs). Should an upgrade rename one, the override would be dead code and the
+    behaviour it changes would silently come back; this names it instead."""
+    import inspect
+
+    from transformers import Trainer
+
+    from finsent.train.fit import _trainer_class
+
+    trainer_source = inspect.getsource(Trainer)
+    overridden = [name for name, member in vars(_trainer_class()).items()
+                  if callable(member) and not name.startswith("__") and name != "_loader"]  # _loader: finsent's own
+    assert {"_get_grad_norm", "floating_point_ops", "_load_from_checkpoint", "compute_loss"} <= set(overridden)
+    for name in overridden:
+        assert callable(getattr(Trainer, name, None)), f"transformers' Trainer has no method {name}"
+        assert f"self.{name}(" in trainer_source, f"transformers' Trainer never calls self.{name}()"

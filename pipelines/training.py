@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
-from finsent import layout, stages
+from finsent import layout, servability, stages
 from finsent.cli import main as call_cli
 from finsent import overrides as run_overrides
 from finsent.config import load_params
@@ -27,7 +27,7 @@ from finsent.local_api import server_configured
 from finsent.notify import flow_run_failed
 from finsent.registry import champion_profile, registry_state, tracking_step
 from finsent.release import (AWAITING_APPROVAL, Promotion, compare_with_champion, gate_candidate, promote_in_turn,
-                             publish_report, register_candidate)
+                             publish_report, register_candidate, servability_checked)
 from finsent.review import wait_for_review
 from finsent.runtime import RUN_NAME_ENV, apply_defaults, echo_run_lines
 from finsent.tracking import FlowRunRecord, flow_run_record, link_artifact
@@ -178,6 +178,8 @@ def _train(root: Path) -> dict:
         state = state_task(root)
         comparison = compare_task(root, state)
         verdict = gate_task(root)
+        if servability_checked(_params(root), verdict, state):
+            servability.start_early()  # the check's fresh process imports while the version is registered
         registration = register_task(root, state, verdict, record)
         promotion = promote_task(root, registration, verdict, state, comparison)
         if promotion.outcome == AWAITING_APPROVAL and _params(root).gate.approval_wait_minutes > 0 \

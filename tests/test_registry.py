@@ -1,5 +1,6 @@
 """Registry side on a real MLflow store (SQLite in a temp dir) with a tiny trained bundle."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import yaml
 from mlflow import MlflowClient
 
 from finsent import layout
-from finsent.config import EvalParams
+from finsent.config import EvalParams, Params
 from finsent.evaluate.metrics import evaluate
 from finsent.promotion import promote
 from finsent.registry import find_version, log_candidate, register
@@ -265,6 +266,7 @@ def test_a_version_damaged_after_registration_is_not_servable_and_gets_no_alias(
     with the reason (decision and alias history), and no alias moves."""
     import shutil
 
+    from finsent import servability
     from finsent.promotion import history
     from finsent.release import REFUSED, SERVABILITY_TAG, check_servable, promote_in_turn
 
@@ -286,10 +288,26 @@ def test_a_version_damaged_after_registration_is_not_servable_and_gets_no_alias(
     weights.write_bytes(bytes(data))
     verdict = {"passed": True, "compared_with_champion": None, "checks": []}
     state = {"champion": None, "existing_version": None}
+    servability.start_early()  # as a run does before it registers: this check takes that process
     promotion = promote_in_turn(root, params, registration, verdict, state, {"champion_version": None})
+    assert servability._early is None, "the early process was taken by the check"
     assert promotion.outcome == REFUSED, promotion
     assert "servability check failed" in promotion.decision and "adapter_model.safetensors changed" \
         in promotion.decision, promotion.decision
     assert client.get_model_version(params.registry.model_name, version.version).aliases == []
     refusal = history(client, params.registry.model_name)[-1]
     assert refusal["moved"] is False and "servability check failed" in refusal["reason"]
+
+
+def test_the_servability_check_is_known_before_registration_and_skips_the_champions_own_version():
+    """A run starts the check's fresh process before it registers, when it will need one."""
+    from finsent.release import servability_checked
+
+    params = Params()
+    passed, failed = {"passed": True}, {"passed": False}
+    assert servability_checked(params, passed, {"champion": "3", "existing_version": None})  # a new version
+    assert servability_checked(params, passed, {"champion": "3", "existing_version": "2"})  # an earlier one, again
+    assert not servability_checked(params, passed, {"champion": "3", "existing_version": "3"})  # unchanged re-run
+    assert not servability_checked(params, failed, {"champion": None, "existing_version": None})
+    off = dataclasses.replace(params, gate=dataclasses.replace(params.gate, servability_check=False))
+    assert not servability_checked(off, passed, {"champion": None, "existing_version": None})

@@ -183,6 +183,14 @@ def promotion_slot(schedule):
     return concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=schedule.promotion_timeout_seconds, holder=holder)
 
 
+def servability_checked(params: Params, verdict: dict, state: dict) -> bool:
+    """Whether the candidate is loaded in a fresh process before an alias moves (known before it is registered):
+    it passed its gates, ``gate.servability_check`` is on, and it is not the champion's own version (what an
+    unchanged re-run registers again)."""
+    return bool(verdict["passed"] and params.gate.servability_check
+                and (state["existing_version"] is None or state["existing_version"] != state["champion"]))
+
+
 def check_servable(root: Path, params: Params, registration: dict) -> Servability:
     """The registered version loaded from the registry in a fresh process must reproduce the evaluation; the
     finding is tagged on the version."""
@@ -213,7 +221,7 @@ def promote_in_turn(root: Path, params: Params, registration: dict, verdict: dic
     database was busy."""
     from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
 
-    if verdict["passed"] and params.gate.servability_check and state["champion"] != registration["version"]:
+    if servability_checked(params, verdict, state):
         served = check_servable(root, params, registration)
         if not served.passed:
             return refuse(params, registration, verdict, f"refused: servability check failed: {served.reason}; "

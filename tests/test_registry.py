@@ -289,8 +289,9 @@ def test_a_version_damaged_after_registration_is_not_servable_and_gets_no_alias(
     verdict = {"passed": True, "compared_with_champion": None, "checks": []}
     state = {"champion": None, "existing_version": None}
     servability.start_early()  # as a run does before it registers: this check takes that process
+    early = servability._early[0]
     promotion = promote_in_turn(root, params, registration, verdict, state, {"champion_version": None})
-    assert servability._early is None, "the early process was taken by the check"
+    assert servability._early is None and early.returncode == 1, "the early process ran the check (and failed it)"
     assert promotion.outcome == REFUSED, promotion
     assert "servability check failed" in promotion.decision and "adapter_model.safetensors changed" \
         in promotion.decision, promotion.decision
@@ -311,3 +312,15 @@ def test_the_servability_check_is_known_before_registration_and_skips_the_champi
     assert not servability_checked(params, failed, {"champion": None, "existing_version": None})
     off = dataclasses.replace(params, gate=dataclasses.replace(params.gate, servability_check=False))
     assert not servability_checked(off, passed, {"champion": None, "existing_version": None})
+
+
+def test_an_early_servability_process_left_from_another_environment_is_not_used(monkeypatch):
+    """A flow that failed after starting the process leaves it behind; a check in another project's environment
+    (the next flow of a long-lived process) starts its own."""
+    from finsent import servability
+
+    servability.start_early()
+    stale = servability._early[0]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent/another-project.db")
+    assert servability._take_early() is None
+    assert stale.returncode is not None and servability._early is None  # stopped, not left running

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import pandas as pd
 TIMEOUT_SECONDS = 900
 WAIT_FOR_VERSION = "--wait"  # the fresh process imports and opens the stores, then reads its arguments from stdin
 
-_early: subprocess.Popen | None = None  # started by start_early, taken by the next check
+_early: tuple[subprocess.Popen, dict, str] | None = None  # start_early's process, environment and folder
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,29 @@ def _stop(process: subprocess.Popen) -> None:
 
 def start_early() -> None:
     """Start the fresh process for the next ``check`` now, so its start overlaps what this process does first
-    (registering the version). The process inherits this environment as it is now."""
+    (registering the version)."""
     global _early
     if _early is None:
-        _early = _start()
+        _early = (_start(), dict(os.environ), os.getcwd())
+
+
+def _take_early() -> subprocess.Popen | None:
+    """start_early's process, if it runs where a process started now would (the same environment and folder:
+    not one a failed flow left behind for another project)."""
+    global _early
+    early, _early = _early, None
+    if early is None:
+        return None
+    process, environment, folder = early
+    if environment == os.environ and folder == os.getcwd():
+        return process
+    _stop(process)
+    return None
 
 
 def check(model_uri: str, test_split: Path, evaluated_predictions: Path, tolerance: float) -> Servability:
     """Load ``model_uri`` in a fresh process, score ``test_split`` and compare with the evaluation's predictions."""
-    global _early
-    process, _early = _early or _start(), None
+    process = _take_early() or _start()
     with tempfile.TemporaryDirectory(prefix="finsent-servability-") as scratch:
         out = Path(scratch) / "served.parquet"
         try:

@@ -5,10 +5,10 @@ checked against its seal, then ``mlflow.pyfunc.load_model`` on that copy), score
 reproduce the evaluation's predictions: the same label for every row and each probability within the
 tolerance. A version that fails is registered but gets no alias, and the reason is the promotion decision.
 
-``python -m finsent.servability MODEL_URI TEST_PARQUET OUT_PARQUET`` is that fresh process. A run starts it
-before the version is registered (``start_early``): it imports its libraries and opens MLflow's stores (about 2 s
-on 2 cores) while the run registers, then reads the version to load from its stdin (``--wait``); nothing of the
-model is loaded before that.
+``python -m finsent.servability`` is that fresh process: it imports its libraries and opens MLflow's stores
+(about 2 s on 2 cores), then reads what to check from its stdin (a JSON list: MODEL_URI, TEST_PARQUET,
+OUT_PARQUET). A run starts it before the version is registered (``start_early``), so that start overlaps the
+registration; nothing of the model is loaded before the version exists.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 TIMEOUT_SECONDS = 900
-WAIT_FOR_VERSION = "--wait"  # the fresh process imports and opens the stores, then reads its arguments from stdin
 
 _early: tuple[subprocess.Popen, dict, str] | None = None  # start_early's process, environment and folder
 
@@ -53,10 +52,8 @@ def _compare(served: pd.DataFrame, evaluated: pd.DataFrame, tolerance: float) ->
 
 
 def _start() -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "finsent.servability", WAIT_FOR_VERSION], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    atexit.register(_stop, process)  # one that was never given a version
-    return process
+    return subprocess.Popen([sys.executable, "-m", "finsent.servability"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -71,6 +68,7 @@ def start_early() -> None:
     global _early
     if _early is None:
         _early = (_start(), dict(os.environ), os.getcwd())
+        atexit.register(_stop, _early[0])  # should the run end without a version to check
 
 
 def _take_early() -> subprocess.Popen | None:
@@ -116,7 +114,7 @@ def _open_ahead() -> None:
     open_stores()
 
 
-def main(argv: list[str]) -> int:
+def main() -> int:
     """The fresh process: load as a consumer does, score, write id + label + probabilities."""
     from finsent.errors import FinsentError
     from finsent.runtime import collector_paused, quiet_libraries
@@ -126,13 +124,11 @@ def main(argv: list[str]) -> int:
         with collector_paused():  # imports and the model: they live until exit
             from finsent.serving import load_model
 
-            if argv == [WAIT_FOR_VERSION]:
-                _open_ahead()
-                line = sys.stdin.readline()
-                if not line.strip():  # the run ended without a version to check
-                    return 0
-                argv = json.loads(line)
-            model_uri, test_split, out = argv
+            _open_ahead()
+            line = sys.stdin.readline()
+            if not line.strip():  # the run ended without a version to check
+                return 0
+            model_uri, test_split, out = json.loads(line)
             model = load_model(model_uri)
         test = pd.read_parquet(test_split)
         scored = model.predict(test[["text"]])
@@ -150,4 +146,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     from finsent.runtime import exit_process
 
-    exit_process(main(sys.argv[1:]))
+    exit_process(main())

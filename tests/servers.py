@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -38,6 +40,23 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0, log: Pa
             time.sleep(0.5)
     process.kill()
     raise TimeoutError(f"{url} did not answer within {timeout}s: {output()}")
+
+
+RETRY_STATUSES = (429, 502, 503)  # what Prefect's own client retries; its server answers 503 when SQLite is busy
+
+
+def call_json(request: urllib.request.Request, timeout: float = 30, attempts: int = 6):
+    """-> the JSON of a server's answer to ``request``. An answer the server marks as worth retrying (its
+    database was busy and the request changed nothing) is retried with exponential backoff, as Prefect's
+    client and UI do, so a loaded machine does not fail a test; any other error is raised at once."""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code not in RETRY_STATUSES or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
 
 
 def start_process(command: list[str], env: dict, health_url: str, log: Path, timeout: float = 120) -> subprocess.Popen:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from projects import FINSENT, GATES_OFF, REPO, make_project
-from servers import free_port, wait_for
+from servers import call_json, free_port, wait_for
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -265,8 +265,7 @@ def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float =
 def _api(url: str, method: str = "GET", body: dict | None = None):
     request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
+    return call_json(request)
 
 
 def _deployment(api: str, name: str, process: subprocess.Popen | None = None, timeout: float = 120) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from projects import make_project, set_params
-from servers import drop_postgres_database, free_port, postgres_database, start_process, stop_process
+from servers import call_json, drop_postgres_database, free_port, postgres_database, start_process, stop_process
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -158,8 +158,7 @@ def _call(url: str, auth: tuple[str, str], body: dict | None = None, method: str
     request = urllib.request.Request(url, method=method or ("POST" if body is not None else "GET"),
                                      data=None if body is None else json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
+    return call_json(request)
 
 
 @pytest.fixture(scope="module")

@@ -45,10 +45,15 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0, log: Pa
 RETRY_STATUSES = (429, 502, 503)  # what Prefect's own client retries; its server answers 503 when SQLite is busy
 
 
-def call_json(request: urllib.request.Request, timeout: float = 30, attempts: int = 6):
-    """-> the JSON of a server's answer to ``request``. An answer the server marks as worth retrying (its
-    database was busy and the request changed nothing) is retried with exponential backoff, as Prefect's
-    client and UI do, so a loaded machine does not fail a test; any other error is raised at once."""
+def call_json(url: str, method: str | None = None, body: dict | None = None, headers: dict | None = None,
+              timeout: float = 30, attempts: int = 6):
+    """-> the JSON answer of a server's API (``body`` sent as JSON; POST when there is one, else GET, unless
+    ``method`` says). An answer the server marks as worth retrying (its database was busy and the request changed
+    nothing) is retried with exponential backoff, as Prefect's client and UI do, so a loaded machine does not fail
+    a test; any other error is raised at once."""
+    request = urllib.request.Request(url, method=method or ("POST" if body is not None else "GET"),
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     for attempt in range(attempts):
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -262,19 +261,13 @@ def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float =
     return process.returncode
 
 
-def _api(url: str, method: str = "GET", body: dict | None = None):
-    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    return call_json(request)
-
-
 def _deployment(api: str, name: str, process: subprocess.Popen | None = None, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise AssertionError(f"exited with {process.returncode}")
         with contextlib.suppress(OSError):
-            return _api(f"{api}/deployments/name/{name}")
+            return call_json(f"{api}/deployments/name/{name}")
         time.sleep(1)
     raise TimeoutError(f"deployment {name} not registered within {timeout} s")
 
@@ -305,8 +298,8 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
         assert trigger.returncode == 0, trigger.stdout + trigger.stderr
         deadline, run = started + 300, None
         while time.monotonic() < deadline:
-            runs = _api(f"{prefect_server}/flow_runs/filter", "POST",
-                        {"deployments": {"id": {"any_": [deployment["id"]]}}})
+            runs = call_json(f"{prefect_server}/flow_runs/filter", "POST",
+                             {"deployments": {"id": {"any_": [deployment["id"]]}}})
             run = runs[0] if runs else None
             if run and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 break
@@ -328,9 +321,9 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
         assert str(champion.version) == "1" and champion.tags["finsent.promotion"].startswith("promoted")
         assert client.get_run(champion.run_id).data.params["train.seed"] == "3"  # the run's override...
         assert "seed: 42" in (project / "params.yaml").read_text()  # ... for that run only
-        logs = _api(f"{prefect_server}/logs/filter", "POST", {"logs": {"flow_run_id": {"any_": [run["id"]]}}})
+        logs = call_json(f"{prefect_server}/logs/filter", "POST", {"logs": {"flow_run_id": {"any_": [run["id"]]}}})
         assert any(line["message"].strip().startswith("train     done") for line in logs)  # the UI's Logs tab
-        limit = _api(f"{prefect_server}/v2/concurrency_limits/finsent-promotion")
+        limit = call_json(f"{prefect_server}/v2/concurrency_limits/finsent-promotion")
         assert limit["limit"] == 1 and limit["active_slots"] == 0  # created by the run, its slot given back
     finally:
         # Ctrl-C: SIGINT to the terminal's foreground process group, i.e. also to the runner's flow-run processes
@@ -339,7 +332,7 @@ def test_served_deployment_runs_the_training_flow(prefect_server, tmp_path, tiny
     output = (tmp_path / "serve.log").read_text()
     assert code == 0, f"finsent serve did not stop cleanly on Ctrl-C (exit {code}):\n{output[-6000:]}"
     assert "finsent: stopped; the schedule is paused" in output, output[-3000:]
-    assert _api(f"{prefect_server}/deployments/name/finsent-training/scheduled-retraining")["paused"] is True
+    assert call_json(f"{prefect_server}/deployments/name/finsent-training/scheduled-retraining")["paused"] is True
     assert "Traceback" not in output, output[-6000:]
     deadline = time.monotonic() + 30  # what the runner started (its flow runs' helpers) goes with it
     while time.monotonic() < deadline and _group_alive(serve.pid):
@@ -411,22 +404,23 @@ def test_the_promotion_limit_lets_one_run_in_at_a_time(prefect_server, tmp_path)
     assert abs(first["asked"] - second["asked"]) < 0.5  # they did ask together
     assert second["entered"] >= first["left"]  # ... and never held the slot together
     assert second["entered"] - second["asked"] >= 1.5  # the second one waited for the first
-    assert _api(f"{prefect_server}/v2/concurrency_limits/finsent-promotion")["limit"] == 1
+    assert call_json(f"{prefect_server}/v2/concurrency_limits/finsent-promotion")["limit"] == 1
 
     # a run that cannot get the slot in time gets the error the flow turns into a refused promotion
     holder, late = _race(prefect_server, tmp_path / "timeout", timeouts=(120, 0.5), late_by=0.5)
     assert not holder["timed_out"] and late["timed_out"], (holder, late)
-    assert _api(f"{prefect_server}/v2/concurrency_limits/finsent-promotion")["active_slots"] == 0  # nothing left held
+    limit = call_json(f"{prefect_server}/v2/concurrency_limits/finsent-promotion")
+    assert limit["active_slots"] == 0  # nothing left held
 
     # control: with two slots the same race overlaps, so the check above can see an overlap. (On a SQLite
     # server two requests at the same instant are also serialised by the database: the loser gets a 503 and
     # the client retries ~2 s later; the 5 s hold keeps that from hiding the overlap.)
-    _api(f"{prefect_server}/v2/concurrency_limits/finsent-promotion", "PATCH", {"limit": 2})
+    call_json(f"{prefect_server}/v2/concurrency_limits/finsent-promotion", "PATCH", {"limit": 2})
     try:
         first, second = _race(prefect_server, tmp_path / "limit2", hold=5.0)
         assert second["entered"] < first["left"], (first, second)
     finally:
-        _api(f"{prefect_server}/v2/concurrency_limits/finsent-promotion", "PATCH", {"limit": 1})
+        call_json(f"{prefect_server}/v2/concurrency_limits/finsent-promotion", "PATCH", {"limit": 1})
 
 
 @pytest.mark.e2e
@@ -454,9 +448,9 @@ def _review(api: str, run: subprocess.Popen, decision: dict, timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert run.poll() is None, f"finsent run exited with {run.returncode} before pausing:\n{run.stdout.read()}"
-        paused = _api(f"{api}/flow_runs/filter", "POST", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})
+        paused = call_json(f"{api}/flow_runs/filter", "POST", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})
         if paused:
-            result = _api(f"{api}/flow_runs/{paused[0]['id']}/resume", "POST", {"run_input": decision})
+            result = call_json(f"{api}/flow_runs/{paused[0]['id']}/resume", "POST", {"run_input": decision})
             if result["status"] == "ACCEPT":
                 return paused[0]
             assert "schema not found" in str(result["details"]), result  # the form is saved just after the pause
@@ -483,7 +477,7 @@ def test_a_challenger_waits_for_its_review_in_the_prefect_ui(prefect_server, tmp
     assert run.returncode == 0, output
     assert "approval: waiting up to 5 min for a review of v1" in output
     assert "version 1 [champion] (new version)" in output and "promoted v1 to champion, approved by bob" in output
-    assert _api(f"{prefect_server}/flow_runs/{paused['id']}")["state"]["type"] == "COMPLETED"
+    assert call_json(f"{prefect_server}/flow_runs/{paused['id']}")["state"]["type"] == "COMPLETED"
     history = subprocess.run([FINSENT, "history"], cwd=project, capture_output=True, text=True, env=_env()).stdout
     assert "challenger: - -> v1  by alice" in history and "champion: - -> v1  by bob" in history
 
@@ -492,5 +486,5 @@ def test_a_challenger_waits_for_its_review_in_the_prefect_ui(prefect_server, tmp
     assert unreviewed.returncode == 0, unreviewed.stdout + unreviewed.stderr
     assert "version 2 [challenger] (new version)" in unreviewed.stdout
     assert "no review in the Prefect UI within 0.1 min, so v2 stays challenger" in unreviewed.stdout
-    runs = _api(f"{prefect_server}/flow_runs/filter", "POST", {"sort": "START_TIME_DESC", "limit": 1})
+    runs = call_json(f"{prefect_server}/flow_runs/filter", "POST", {"sort": "START_TIME_DESC", "limit": 1})
     assert runs[0]["state"]["type"] == "COMPLETED", runs[0]["state"]

@@ -20,7 +20,6 @@ import sys
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -155,10 +154,7 @@ def _clean_env() -> dict:
 
 def _call(url: str, auth: tuple[str, str], body: dict | None = None, method: str | None = None):
     token = base64.b64encode(":".join(auth).encode()).decode()
-    request = urllib.request.Request(url, method=method or ("POST" if body is not None else "GET"),
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"})
-    return call_json(request)
+    return call_json(url, method, body, headers={"Authorization": f"Basic {token}"})
 
 
 @pytest.fixture(scope="module")
